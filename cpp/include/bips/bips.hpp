@@ -1,0 +1,9 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <bips/consumer.hpp>
+#include <bips/errors.hpp>
+#include <bips/pool.hpp>
+#include <bips/producer.hpp>
+#include <bips/types.hpp>
+#include <bips/version.hpp>

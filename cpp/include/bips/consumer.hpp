@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <bips/types.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace bips {
+
+namespace detail {
+class Attachment;
+}
+
+/// A received, read-only frame. Move-only; destroying it (or release()) gives it back.
+class Frame {
+public:
+    Frame() noexcept = default;
+    Frame(Frame &&other) noexcept;
+    Frame &operator=(Frame &&other) noexcept;
+    Frame(const Frame &) = delete;
+    Frame &operator=(const Frame &) = delete;
+    ~Frame();
+
+    explicit operator bool() const noexcept { return m_att != nullptr; }
+    const std::byte *data() const noexcept { return m_data; }
+    std::size_t nbytes() const noexcept { return m_nbytes; }
+    std::uint64_t seq() const noexcept { return m_seq; }
+    /// CLOCK_MONOTONIC nanoseconds given by the producer (default: when it published).
+    std::int64_t timestamp_ns() const noexcept { return m_timestamp_ns; }
+    std::size_t ndim() const noexcept { return m_ndim; }
+    const std::int64_t *dims() const noexcept { return m_dims; }
+    Shape shape() const { return Shape(m_dims, m_dims + m_ndim); }
+    DType dtype() const noexcept { return m_dtype; }
+    const std::byte *meta_data() const noexcept;
+    std::size_t meta_size() const noexcept { return m_meta_len; }
+    std::string meta() const;
+    std::uint32_t index() const noexcept { return m_index; }
+    /// Gives the buffer back now (idempotent). Pointers from data()/meta_data() become invalid.
+    void release() noexcept;
+
+private:
+    friend class detail::Attachment;
+    // A validated snapshot of the descriptor, taken when the frame was received.
+    std::shared_ptr<detail::Attachment> m_att;
+    std::uint32_t m_index = 0;
+    const std::byte *m_data = nullptr;
+    std::uint64_t m_seq = 0;
+    std::int64_t m_timestamp_ns = 0;
+    std::size_t m_nbytes = 0;
+    std::uint32_t m_ndim = 0;
+    std::uint32_t m_meta_len = 0;
+    DType m_dtype;
+    std::int64_t m_dims[MAX_DIMS] = {};
+};
+
+/// Attaches to a pool and receives every frame published after it attached, in order.
+/// Thread-safe; frames may be released from any thread.
+class Consumer {
+public:
+    /// Attaches to pool `name`, waiting up to options.wait for it (and for a live producer).
+    /// Throws PoolNotFound, Timeout, IncompatiblePool, CorruptPool, TooManyConsumers,
+    /// ProducerGone (pool exists but its producer is gone and wait is 0), std::system_error.
+    Consumer(const std::string &name, const ConsumerOptions &options = {});
+    Consumer(Consumer &&) noexcept;
+    Consumer &operator=(Consumer &&) noexcept;
+    Consumer(const Consumer &) = delete;
+    Consumer &operator=(const Consumer &) = delete;
+    ~Consumer();
+
+    /// The next frame, waiting up to `timeout`. Throws Timeout, or ProducerGone once the
+    /// producer is gone and nothing is queued (unless reconnect is on).
+    Frame receive(Duration timeout);
+    /// The next frame if one is queued, else nullopt. Throws ProducerGone as receive().
+    std::optional<Frame> try_receive();
+    /// As receive() but nullopt on timeout.
+    std::optional<Frame> try_receive_for(Duration timeout);
+
+    /// Detaches: queued frames go back at once; frames still held go back when released.
+    void close() noexcept;
+    bool closed() const noexcept;
+    ConsumerStats stats() const;
+    const std::string &name() const noexcept;
+    /// Pool parameters of the current attachment.
+    std::uint32_t capacity() const;
+    std::size_t buffer_size() const;
+    Policy policy() const;
+    Shape shape() const;
+    DType dtype() const;
+
+private:
+    struct State;
+    std::unique_ptr<State> m_state;
+};
+
+} // namespace bips

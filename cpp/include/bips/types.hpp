@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace bips {
+
+/// Longest accepted pool name; names use [A-Za-z0-9_.-] and do not start with '.'.
+constexpr std::size_t MAX_NAME_LENGTH = 64;
+/// Most dimensions a frame's shape may have.
+constexpr std::size_t MAX_DIMS = 8;
+/// Most consumers one pool can serve (one bit each in the buffer state words).
+constexpr std::uint32_t MAX_CONSUMERS = 32;
+/// Most buffers one pool can hold.
+constexpr std::uint32_t MAX_CAPACITY = 1024;
+
+using Clock = std::chrono::steady_clock;
+using Duration = std::chrono::nanoseconds;
+
+/// What the producer does when no buffer is free.
+enum class Policy : std::uint32_t {
+    block = 0,       ///< lossless: acquire() waits for the slowest consumer
+    drop_oldest = 1, ///< live: take back the oldest published buffer no consumer is holding
+};
+
+/// Element type, with DLPack's type codes so that DLPack export is a plain copy.
+struct DType {
+    enum Code : std::uint8_t { Int = 0, UInt = 1, Float = 2, Bool = 6 };
+    std::uint8_t code = UInt;
+    std::uint8_t bits = 8;
+
+    constexpr std::size_t itemsize() const noexcept { return bits / 8u; }
+    friend constexpr bool operator==(DType a, DType b) noexcept {
+        return a.code == b.code && a.bits == b.bits;
+    }
+    friend constexpr bool operator!=(DType a, DType b) noexcept { return !(a == b); }
+    /// numpy-style name ("uint8", "float32"...); "invalid" for an unsupported pair.
+    std::string name() const;
+    /// Parses a numpy-style name; throws InvalidArgument for anything else.
+    static DType from_name(const std::string &name);
+    /// True for the pairs bips supports: int/uint 8-64, float 16-64, bool 8.
+    bool valid() const noexcept;
+};
+
+inline constexpr DType UINT8{DType::UInt, 8};
+inline constexpr DType UINT16{DType::UInt, 16};
+inline constexpr DType FLOAT32{DType::Float, 32};
+
+/// Shape of a frame, row-major, up to MAX_DIMS dimensions.
+using Shape = std::vector<std::int64_t>;
+
+/// Everything a producer fixes when it creates a pool.
+struct PoolOptions {
+    std::uint32_t capacity = 8;     ///< number of buffers
+    std::size_t buffer_size = 0;    ///< bytes per buffer; 0 = derived from shape and dtype
+    Shape shape;                    ///< default frame shape (consumers get shaped arrays)
+    DType dtype = UINT8;            ///< default element type
+    std::size_t meta_size = 0;      ///< bytes of user metadata per frame
+    Policy policy = Policy::block;  ///< overflow policy
+    mode_t mode = 0600;             ///< permissions of the segment (0660/0666 for other users)
+    std::uint32_t max_consumers = 8;
+};
+
+/// Per-consumer settings.
+struct ConsumerOptions {
+    bool latest = false;          ///< receive() returns the newest queued frame, gives older ones back
+    Duration wait{0};             ///< how long the constructor waits for the pool (0: fail at once)
+    bool reconnect = false;       ///< follow a new producer instead of raising ProducerGone
+    Duration spin{0};             ///< busy-poll this long before sleeping in receive()
+};
+
+/// Producer-side counters; a snapshot.
+struct ProducerStats {
+    std::uint64_t published = 0;  ///< frames published since the pool was created
+    std::uint64_t dropped = 0;    ///< queued frames taken back under drop_oldest
+    std::uint32_t capacity = 0;
+    std::uint32_t free = 0;       ///< buffers neither acquired nor referenced by any consumer
+    std::uint32_t in_flight = 0;  ///< capacity - free
+    std::uint32_t consumers = 0;  ///< attached consumers
+};
+
+/// Consumer-side counters; a snapshot.
+struct ConsumerStats {
+    std::uint64_t received = 0;  ///< frames returned by receive()
+    std::uint64_t dropped = 0;   ///< frames the producer took back before this consumer got them
+    std::uint64_t skipped = 0;   ///< older frames given back by latest=true
+    std::uint32_t queued = 0;    ///< frames waiting for this consumer now
+    std::uint32_t held = 0;      ///< frames this consumer holds now
+    std::uint32_t slot = 0;      ///< consumer slot index in the pool
+    std::uint64_t reconnects = 0;
+};
+
+/// One consumer slot as seen from outside (list/info tools).
+struct SlotInfo {
+    std::uint32_t slot = 0;
+    bool alive = false;
+    std::int32_t pid = 0;  ///< pid in the consumer's own namespace (informational only)
+    bool latest = false;
+    std::uint64_t received = 0, dropped = 0, skipped = 0;
+    std::uint32_t queued = 0, held = 0;
+};
+
+/// A pool as seen from outside, read without attaching.
+struct PoolInfo {
+    std::string name;
+    bool producer_alive = false;
+    bool closed = false;
+    std::uint32_t layout_version = 0;
+    std::uint32_t capacity = 0;
+    std::size_t buffer_size = 0;
+    std::size_t meta_size = 0;
+    Policy policy = Policy::block;
+    mode_t mode = 0;
+    uid_t owner = 0;
+    std::uint32_t max_consumers = 0;
+    std::uint32_t consumers = 0;
+    std::uint32_t free = 0;
+    std::uint64_t published = 0;
+    std::uint64_t dropped = 0;
+    Shape shape;
+    DType dtype;
+    std::int32_t producer_pid = 0;
+    std::uint64_t created_ns = 0; ///< CLOCK_REALTIME
+    std::size_t file_size = 0;
+    std::vector<SlotInfo> slots;
+    std::string error; ///< non-empty when the entry is not a readable pool
+};
+
+} // namespace bips

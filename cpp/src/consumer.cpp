@@ -1,0 +1,494 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "segment.hpp"
+
+#include <bips/consumer.hpp>
+#include <bips/errors.hpp>
+#include <bips/pool.hpp>
+
+#include <algorithm>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define BIPS_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define BIPS_CPU_RELAX() asm volatile("yield" ::: "memory")
+#else
+#define BIPS_CPU_RELAX() ((void)0)
+#endif
+
+namespace bips {
+namespace detail {
+
+namespace {
+constexpr std::int64_t LIVENESS_INTERVAL_NS = 100'000'000;
+constexpr Duration MAX_SLEEP = std::chrono::milliseconds(100);
+constexpr Duration POLL_PAUSE = std::chrono::milliseconds(5);
+} // namespace
+
+/// One consumer slot in one segment. Frames keep it alive, so a Consumer can be closed (or
+/// follow a new producer) while frames from this attachment are still in use.
+class Attachment : public std::enable_shared_from_this<Attachment> {
+public:
+    Attachment(std::shared_ptr<Segment> seg, std::uint32_t slot, bool latest)
+        : m_seg(std::move(seg)), m_slot(slot), m_latest(latest),
+          m_instance(m_seg->header()->instance_id) {}
+
+    static std::shared_ptr<Attachment> attach(std::shared_ptr<Segment> seg, bool latest) {
+        Segment &s = *seg;
+        if (!s.lock_control(std::chrono::seconds(2)))
+            throw Error("pool '" + s.name() + "': its control lock stayed busy for 2 s");
+        try {
+            // Before we hold a slot lock of our own, so that GETLK sees every other holder.
+            s.sweep_dead_locked();
+            PoolHeader *h = s.header();
+            std::uint64_t attached = h->attached.load(std::memory_order_seq_cst);
+            for (std::uint32_t i = 0; i < s.params().max_consumers; ++i) {
+                if (attached & queued_bit(i))
+                    continue;
+                if (!posix::ofd_try_lock(s.fd(), LOCK_SLOT_BASE + static_cast<off_t>(i)))
+                    continue;
+                s.clear_slot(i); // bits a racing publish may have left for a former owner
+                SlotDesc *sd = s.slot(i);
+                sd->received.store(0, std::memory_order_relaxed);
+                sd->dropped.store(0, std::memory_order_relaxed);
+                sd->skipped.store(0, std::memory_order_relaxed);
+                sd->pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_relaxed);
+                sd->latest.store(latest ? 1 : 0, std::memory_order_relaxed);
+                sd->attached_ns.store(static_cast<std::uint64_t>(posix::realtime_ns()),
+                                      std::memory_order_relaxed);
+                h->attached.fetch_or(queued_bit(i), std::memory_order_seq_cst);
+                h->active.fetch_or(queued_bit(i), std::memory_order_seq_cst);
+                s.unlock_control();
+                return std::make_shared<Attachment>(std::move(seg), i, latest);
+            }
+        } catch (...) {
+            s.unlock_control();
+            throw;
+        }
+        s.unlock_control();
+        throw TooManyConsumers("pool '" + s.name() + "' already has its maximum of " +
+                               std::to_string(s.params().max_consumers) + " consumers");
+    }
+
+    ~Attachment() {
+        // We still hold the slot lock, so nobody else touches this slot: no control lock needed.
+        m_seg->clear_slot(m_slot);
+        posix::ofd_unlock(m_seg->fd(), LOCK_SLOT_BASE + static_cast<off_t>(m_slot));
+        if (m_seg->header()->closed.load(std::memory_order_acquire) != 0 || !m_seg->producer_alive())
+            m_seg->unlink_if_abandoned();
+    }
+
+    /// No new frames for this slot; queued ones go back, held ones stay until released.
+    void stop_receiving() noexcept {
+        PoolHeader *h = m_seg->header();
+        const std::uint64_t qb = queued_bit(m_slot);
+        h->active.fetch_and(~qb, std::memory_order_seq_cst);
+        h->sleepers.fetch_and(~qb, std::memory_order_seq_cst);
+        for (std::uint32_t i = 0; i < m_seg->params().capacity; ++i)
+            m_seg->desc(i)->state.fetch_and(~qb, std::memory_order_seq_cst);
+        m_seg->wake_producer();
+    }
+
+    bool try_take(Frame &out) {
+        const std::uint32_t cap = m_seg->params().capacity;
+        const std::uint64_t qb = queued_bit(m_slot);
+        for (int round = 0; round < 1000; ++round) {
+            std::uint32_t best = cap;
+            std::uint64_t best_seq = 0;
+            for (std::uint32_t i = 0; i < cap; ++i) {
+                if (!(m_seg->desc(i)->state.load(std::memory_order_acquire) & qb))
+                    continue;
+                std::uint64_t s = m_seg->desc(i)->seq.load(std::memory_order_relaxed);
+                if (best == cap || (m_latest ? s > best_seq : s < best_seq)) {
+                    best = i;
+                    best_seq = s;
+                }
+            }
+            if (best == cap)
+                return false;
+            if (!take(best))
+                continue; // taken back by a drop_oldest producer meanwhile
+            if (m_seg->desc(best)->seq.load(std::memory_order_acquire) != best_seq) {
+                put_back(best); // reused and republished between our scan and our claim
+                continue;
+            }
+            if (m_latest)
+                skip_older_than(best, best_seq);
+            fill(out, best);
+            return true;
+        }
+        return false;
+    }
+
+    void release(std::uint32_t index) noexcept {
+        std::uint64_t prev =
+            m_seg->desc(index)->state.fetch_and(~held_bit(m_slot), std::memory_order_seq_cst);
+        std::uint64_t now = prev & ~held_bit(m_slot);
+        bool freed = m_seg->params().policy == Policy::block ? now == 0 : held_mask(now) == 0;
+        if (freed)
+            m_seg->wake_producer();
+    }
+
+    bool producer_gone(bool check_lock) const {
+        if (m_seg->header()->closed.load(std::memory_order_acquire) != 0)
+            return true;
+        return check_lock && !m_seg->producer_alive();
+    }
+
+    void counts(std::uint32_t &queued, std::uint32_t &held) const noexcept {
+        queued = held = 0;
+        for (std::uint32_t i = 0; i < m_seg->params().capacity; ++i) {
+            std::uint64_t st = m_seg->desc(i)->state.load(std::memory_order_relaxed);
+            queued += (st & queued_bit(m_slot)) != 0;
+            held += (st & held_bit(m_slot)) != 0;
+        }
+    }
+
+    Segment &segment() const noexcept { return *m_seg; }
+    std::uint32_t slot() const noexcept { return m_slot; }
+    std::uint64_t instance() const noexcept { return m_instance; }
+
+private:
+    bool take(std::uint32_t i) noexcept {
+        auto &state = m_seg->desc(i)->state;
+        const std::uint64_t qb = queued_bit(m_slot), hb = held_bit(m_slot);
+        std::uint64_t st = state.load(std::memory_order_relaxed);
+        while (st & qb)
+            if (state.compare_exchange_weak(st, (st & ~qb) | hb, std::memory_order_seq_cst))
+                return true;
+        return false;
+    }
+
+    void put_back(std::uint32_t i) noexcept {
+        auto &state = m_seg->desc(i)->state;
+        const std::uint64_t qb = queued_bit(m_slot), hb = held_bit(m_slot);
+        std::uint64_t st = state.load(std::memory_order_relaxed);
+        while (!state.compare_exchange_weak(st, (st & ~hb) | qb, std::memory_order_seq_cst)) {
+        }
+    }
+
+    // latest=true: give back every queued frame older than the one we keep.
+    void skip_older_than(std::uint32_t keep, std::uint64_t keep_seq) noexcept {
+        const std::uint64_t qb = queued_bit(m_slot);
+        for (std::uint32_t i = 0; i < m_seg->params().capacity; ++i) {
+            if (i == keep || !(m_seg->desc(i)->state.load(std::memory_order_acquire) & qb))
+                continue;
+            if (!take(i))
+                continue;
+            // Held now, so seq is stable: newer arrivals stay queued.
+            if (m_seg->desc(i)->seq.load(std::memory_order_acquire) < keep_seq) {
+                release(i);
+                m_seg->slot(m_slot)->skipped.fetch_add(1, std::memory_order_relaxed);
+            } else {
+                put_back(i);
+            }
+        }
+    }
+
+    // Copies and validates the descriptor: the segment is never trusted.
+    void fill(Frame &out, std::uint32_t i) {
+        const BufferDesc *d = m_seg->desc(i);
+        const Params &p = m_seg->params();
+        out.release();
+        out.m_att = shared_from_this();
+        out.m_index = i;
+        out.m_data = m_seg->data(i);
+        out.m_seq = d->seq.load(std::memory_order_relaxed);
+        out.m_timestamp_ns = d->timestamp_ns;
+        out.m_nbytes = std::min<std::size_t>(d->nbytes, p.buffer_size);
+        out.m_meta_len = static_cast<std::uint32_t>(std::min<std::size_t>(d->meta_len, p.meta_size));
+        DType dt{d->dtype_code, d->dtype_bits};
+        std::uint32_t nd = d->ndim;
+        bool ok = dt.valid() && nd <= MAX_DIMS;
+        std::size_t n = ok ? dt.itemsize() : 0;
+        for (std::uint32_t k = 0; ok && k < nd; ++k) {
+            std::int64_t v = d->shape[k];
+            if (v < 0 || (v > 0 && n > p.buffer_size / static_cast<std::size_t>(v))) {
+                ok = false;
+                break;
+            }
+            out.m_dims[k] = v;
+            n *= static_cast<std::size_t>(v);
+        }
+        if (ok && nd > 0) {
+            out.m_ndim = nd;
+            out.m_dtype = dt;
+        } else {
+            out.m_ndim = 1;
+            out.m_dims[0] = static_cast<std::int64_t>(out.m_nbytes);
+            out.m_dtype = UINT8;
+        }
+        m_seg->slot(m_slot)->received.fetch_add(1, std::memory_order_relaxed);
+    }
+
+    std::shared_ptr<Segment> m_seg;
+    std::uint32_t m_slot;
+    bool m_latest;
+    std::uint64_t m_instance;
+};
+
+} // namespace detail
+
+// ---- Frame ----------------------------------------------------------------------------------
+
+Frame::Frame(Frame &&o) noexcept { *this = std::move(o); }
+
+Frame &Frame::operator=(Frame &&o) noexcept {
+    if (this != &o) {
+        release();
+        m_att = std::move(o.m_att);
+        m_index = o.m_index;
+        m_data = o.m_data;
+        m_seq = o.m_seq;
+        m_timestamp_ns = o.m_timestamp_ns;
+        m_nbytes = o.m_nbytes;
+        m_ndim = o.m_ndim;
+        m_meta_len = o.m_meta_len;
+        m_dtype = o.m_dtype;
+        std::copy(o.m_dims, o.m_dims + MAX_DIMS, m_dims);
+        o.m_data = nullptr;
+    }
+    return *this;
+}
+
+Frame::~Frame() { release(); }
+
+void Frame::release() noexcept {
+    if (m_att) {
+        m_att->release(m_index);
+        m_att.reset();
+        m_data = nullptr;
+    }
+}
+
+const std::byte *Frame::meta_data() const noexcept {
+    return m_att ? m_att->segment().meta(m_index) : nullptr;
+}
+
+std::string Frame::meta() const {
+    const std::byte *p = meta_data();
+    return p ? std::string(reinterpret_cast<const char *>(p), m_meta_len) : std::string();
+}
+
+// ---- Consumer -------------------------------------------------------------------------------
+
+struct Consumer::State {
+    std::string name;
+    ConsumerOptions options;
+    mutable std::mutex mutex;
+    std::shared_ptr<detail::Attachment> att;
+    std::atomic<bool> closed{false};
+    std::atomic<std::int64_t> last_check_ns{0};
+    std::uint64_t reconnects = 0;
+    ConsumerStats past; // counters of earlier attachments (reconnect)
+
+    std::optional<Frame> receive(Clock::time_point deadline, bool wait);
+
+    std::shared_ptr<detail::Attachment> current() const {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (!att)
+            throw InvalidArgument("consumer of pool '" + name + "' is closed");
+        return att;
+    }
+
+    // One attempt to attach to a live pool; nullptr when there is none yet. `old_instance`
+    // skips the segment we are leaving.
+    std::shared_ptr<detail::Attachment> connect_once(std::uint64_t old_instance, bool &seen_dead,
+                                                     detail::OpenStatus &status) {
+        auto seg = detail::Segment::open(name, detail::Access::consumer, &status);
+        if (!seg)
+            return nullptr;
+        if (seg->header()->instance_id == old_instance ||
+            seg->header()->closed.load(std::memory_order_acquire) != 0 || !seg->producer_alive()) {
+            seen_dead = true;
+            return nullptr;
+        }
+        return detail::Attachment::attach(std::move(seg), options.latest);
+    }
+
+    std::shared_ptr<detail::Attachment> connect(Clock::time_point deadline, std::uint64_t old_instance) {
+        // A pool being created is waited for briefly even when the caller does not wait.
+        auto init_deadline = std::max(deadline, Clock::now() + std::chrono::seconds(1));
+        for (;;) {
+            bool seen_dead = false;
+            detail::OpenStatus status = detail::OpenStatus::ok;
+            if (auto a = connect_once(old_instance, seen_dead, status))
+                return a;
+            auto now = Clock::now();
+            bool initializing = status == detail::OpenStatus::initializing;
+            if (now >= (initializing ? init_deadline : deadline)) {
+                if (seen_dead)
+                    throw ProducerGone("pool '" + name + "' has no live producer");
+                if (status == detail::OpenStatus::stale)
+                    throw PoolNotFound("pool '" + name + "' was never completed (its creator died); "
+                                       "a new producer will replace it");
+                if (initializing)
+                    throw Timeout("pool '" + name + "' is still being created");
+                if (deadline > Clock::time_point{} && options.wait.count() > 0)
+                    throw Timeout("pool '" + name + "' did not appear within the timeout");
+                throw PoolNotFound("no pool named '" + name + "' (/dev/shm/bips." + name + ")");
+            }
+            std::this_thread::sleep_for(std::min<Duration>(detail::POLL_PAUSE, deadline - now));
+        }
+    }
+};
+
+Consumer::Consumer(const std::string &name, const ConsumerOptions &options)
+    : m_state(std::make_unique<State>()) {
+    validate_name(name);
+    m_state->name = name;
+    m_state->options = options;
+    m_state->att = m_state->connect(Clock::now() + options.wait, 0);
+    m_state->last_check_ns = posix::monotonic_ns();
+}
+
+Consumer::Consumer(Consumer &&) noexcept = default;
+Consumer &Consumer::operator=(Consumer &&o) noexcept {
+    if (this != &o) {
+        close();
+        m_state = std::move(o.m_state);
+    }
+    return *this;
+}
+Consumer::~Consumer() { close(); }
+
+void Consumer::close() noexcept {
+    if (!m_state)
+        return;
+    std::shared_ptr<detail::Attachment> att;
+    {
+        std::lock_guard<std::mutex> lock(m_state->mutex);
+        att = std::move(m_state->att);
+        m_state->closed = true;
+    }
+    if (att)
+        att->stop_receiving();
+}
+
+bool Consumer::closed() const noexcept { return !m_state || m_state->closed; }
+
+Frame Consumer::receive(Duration timeout) {
+    auto f = try_receive_for(timeout);
+    if (!f)
+        throw Timeout("no frame from pool '" + name() + "' within the timeout");
+    return std::move(*f);
+}
+
+std::optional<Frame> Consumer::try_receive() {
+    if (!m_state)
+        throw InvalidArgument("consumer was moved from");
+    return m_state->receive(Clock::now(), false);
+}
+
+std::optional<Frame> Consumer::try_receive_for(Duration timeout) {
+    if (!m_state)
+        throw InvalidArgument("consumer was moved from");
+    return m_state->receive(Clock::now() + timeout, true);
+}
+
+std::optional<Frame> Consumer::State::receive(Clock::time_point deadline, bool wait) {
+    State &st = *this;
+    auto att = st.current();
+    Frame f;
+    if (att->try_take(f))
+        return f;
+    if (wait && st.options.spin.count() > 0) {
+        auto spin_end = std::min(deadline, Clock::now() + st.options.spin);
+        do {
+            for (int i = 0; i < 32; ++i)
+                BIPS_CPU_RELAX();
+            if (att->try_take(f))
+                return f;
+        } while (Clock::now() < spin_end);
+    }
+    for (;;) {
+        std::int64_t now_ns = posix::monotonic_ns();
+        bool check = now_ns - st.last_check_ns.load(std::memory_order_relaxed) >= detail::LIVENESS_INTERVAL_NS;
+        if (check)
+            st.last_check_ns.store(now_ns, std::memory_order_relaxed);
+        if (att->producer_gone(check)) {
+            if (att->try_take(f))
+                return f; // drain what was published before the end
+            if (!st.options.reconnect)
+                throw ProducerGone("the producer of pool '" + st.name + "' is gone");
+            bool seen_dead = false;
+            detail::OpenStatus status;
+            auto fresh = st.connect_once(att->instance(), seen_dead, status);
+            if (fresh) {
+                ConsumerStats old;
+                {
+                    std::lock_guard<std::mutex> lock(st.mutex);
+                    if (!st.att)
+                        throw InvalidArgument("consumer of pool '" + st.name + "' is closed");
+                    auto *sd = att->segment().slot(att->slot());
+                    st.past.received += sd->received.load(std::memory_order_relaxed);
+                    st.past.dropped += sd->dropped.load(std::memory_order_relaxed);
+                    st.past.skipped += sd->skipped.load(std::memory_order_relaxed);
+                    ++st.reconnects;
+                    st.att = fresh;
+                }
+                att->stop_receiving();
+                att = std::move(fresh);
+                continue;
+            }
+            auto now = Clock::now();
+            if (!wait || now >= deadline)
+                return std::nullopt;
+            std::this_thread::sleep_for(std::min<Duration>(detail::POLL_PAUSE, deadline - now));
+            continue;
+        }
+        auto now = Clock::now();
+        if (!wait || now >= deadline)
+            return std::nullopt;
+        detail::PoolHeader *h = att->segment().header();
+        const std::uint64_t bit = detail::queued_bit(att->slot());
+        std::uint32_t seen = h->publish_futex.load(std::memory_order_seq_cst);
+        h->sleepers.fetch_or(bit, std::memory_order_seq_cst);
+        if (att->try_take(f)) {
+            h->sleepers.fetch_and(~bit, std::memory_order_seq_cst);
+            return f;
+        }
+        if (h->closed.load(std::memory_order_seq_cst) == 0)
+            posix::futex_wait(&h->publish_futex, seen, std::min<Duration>(deadline - now, detail::MAX_SLEEP));
+        h->sleepers.fetch_and(~bit, std::memory_order_seq_cst);
+        if (att->try_take(f))
+            return f;
+    }
+}
+
+ConsumerStats Consumer::stats() const {
+    if (!m_state)
+        throw InvalidArgument("consumer was moved from");
+    ConsumerStats s;
+    std::shared_ptr<detail::Attachment> att;
+    {
+        std::lock_guard<std::mutex> lock(m_state->mutex);
+        s = m_state->past;
+        s.reconnects = m_state->reconnects;
+        att = m_state->att;
+    }
+    if (att) {
+        auto *sd = att->segment().slot(att->slot());
+        s.received += sd->received.load(std::memory_order_relaxed);
+        s.dropped += sd->dropped.load(std::memory_order_relaxed);
+        s.skipped += sd->skipped.load(std::memory_order_relaxed);
+        att->counts(s.queued, s.held);
+        s.slot = att->slot();
+    }
+    return s;
+}
+
+const std::string &Consumer::name() const noexcept { return m_state->name; }
+std::uint32_t Consumer::capacity() const { return m_state->current()->segment().params().capacity; }
+std::size_t Consumer::buffer_size() const { return m_state->current()->segment().params().buffer_size; }
+Policy Consumer::policy() const { return m_state->current()->segment().params().policy; }
+Shape Consumer::shape() const {
+    const auto &p = m_state->current()->segment().params();
+    return Shape(p.shape, p.shape + p.ndim);
+}
+DType Consumer::dtype() const { return m_state->current()->segment().params().dtype; }
+
+} // namespace bips

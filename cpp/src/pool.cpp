@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+// Looking at pools from outside: listing, details, cleanup of what dead processes left.
+#include "segment.hpp"
+
+#include <bips/errors.hpp>
+#include <bips/pool.hpp>
+
+#include <algorithm>
+#include <dirent.h>
+#include <memory>
+
+namespace bips {
+
+namespace {
+
+PoolInfo describe(const detail::Segment &seg) {
+    PoolInfo info;
+    const detail::Params &p = seg.params();
+    const detail::PoolHeader *h = seg.header();
+    info.name = seg.name();
+    info.producer_alive = h->closed.load(std::memory_order_acquire) == 0 && seg.producer_alive();
+    info.closed = h->closed.load(std::memory_order_acquire) != 0;
+    info.layout_version = detail::LAYOUT_VERSION;
+    info.capacity = p.capacity;
+    info.buffer_size = p.buffer_size;
+    info.meta_size = p.meta_size;
+    info.policy = p.policy;
+    info.mode = p.mode;
+    info.owner = seg.file_stat().st_uid;
+    info.max_consumers = p.max_consumers;
+    info.free = seg.count_free();
+    info.published = h->published.load(std::memory_order_relaxed);
+    info.dropped = h->dropped.load(std::memory_order_relaxed);
+    info.shape.assign(p.shape, p.shape + p.ndim);
+    info.dtype = p.dtype;
+    info.producer_pid = h->producer_pid;
+    info.created_ns = static_cast<std::uint64_t>(h->created_ns);
+    info.file_size = p.layout.file_size;
+    std::uint64_t attached = h->attached.load(std::memory_order_acquire);
+    for (std::uint32_t s = 0; s < p.max_consumers; ++s) {
+        bool alive = seg.slot_alive(s);
+        if (!alive && !(attached & detail::queued_bit(s)))
+            continue;
+        SlotInfo si;
+        si.slot = s;
+        si.alive = alive;
+        const detail::SlotDesc *sd = seg.slot(s);
+        si.pid = sd->pid.load(std::memory_order_relaxed);
+        si.latest = sd->latest.load(std::memory_order_relaxed) != 0;
+        si.received = sd->received.load(std::memory_order_relaxed);
+        si.dropped = sd->dropped.load(std::memory_order_relaxed);
+        si.skipped = sd->skipped.load(std::memory_order_relaxed);
+        for (std::uint32_t i = 0; i < p.capacity; ++i) {
+            std::uint64_t st = seg.desc(i)->state.load(std::memory_order_relaxed);
+            si.queued += (st & detail::queued_bit(s)) != 0;
+            si.held += (st & detail::held_bit(s)) != 0;
+        }
+        info.consumers += alive;
+        info.slots.push_back(si);
+    }
+    return info;
+}
+
+std::shared_ptr<detail::Segment> open_existing(const std::string &name, detail::Access access) {
+    detail::OpenStatus status;
+    auto seg = detail::Segment::open(name, access, &status);
+    if (seg)
+        return seg;
+    if (status == detail::OpenStatus::not_found)
+        throw PoolNotFound("no pool named '" + name + "' (/dev/shm/bips." + name + ")");
+    if (status == detail::OpenStatus::initializing)
+        throw Error("pool '" + name + "' is still being created");
+    throw CorruptPool("pool '" + name + "' was never completed (its creator died)");
+}
+
+} // namespace
+
+PoolInfo pool_info(const std::string &name) {
+    return describe(*open_existing(name, detail::Access::inspect));
+}
+
+std::vector<PoolInfo> list_pools() {
+    std::vector<PoolInfo> out;
+    std::unique_ptr<DIR, int (*)(DIR *)> dir(::opendir("/dev/shm"), ::closedir);
+    if (!dir)
+        return out;
+    std::vector<std::string> names;
+    while (dirent *e = ::readdir(dir.get())) {
+        std::string n = e->d_name;
+        if (n.rfind("bips.", 0) != 0)
+            continue;
+        n = n.substr(5);
+        try {
+            validate_name(n);
+        } catch (const InvalidArgument &) {
+            continue;
+        }
+        names.push_back(n);
+    }
+    std::sort(names.begin(), names.end());
+    for (const auto &n : names) {
+        try {
+            detail::OpenStatus status;
+            auto seg = detail::Segment::open(n, detail::Access::inspect, &status);
+            if (seg) {
+                out.push_back(describe(*seg));
+            } else if (status != detail::OpenStatus::not_found) {
+                PoolInfo info;
+                info.name = n;
+                info.error = status == detail::OpenStatus::initializing ? "being created"
+                                                                       : "incomplete (creator died)";
+                out.push_back(info);
+            }
+        } catch (const std::exception &e) {
+            PoolInfo info;
+            info.name = n;
+            info.error = e.what();
+            out.push_back(info);
+        }
+    }
+    return out;
+}
+
+unsigned reclaim_dead_consumers(const std::string &name) {
+    auto seg = open_existing(name, detail::Access::consumer);
+    return seg->sweep_dead(std::chrono::seconds(1));
+}
+
+bool remove_stale_pool(const std::string &name) {
+    detail::OpenStatus status;
+    auto seg = detail::Segment::open(name, detail::Access::consumer, &status);
+    if (!seg)
+        return false;
+    return seg->unlink_if_abandoned();
+}
+
+} // namespace bips

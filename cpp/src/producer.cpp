@@ -1,0 +1,431 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "producer_core.hpp"
+
+#include <bips/errors.hpp>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
+namespace bips {
+namespace detail {
+
+namespace {
+// How often a producer looks for dead consumers, and the longest single futex sleep.
+constexpr std::int64_t SWEEP_INTERVAL_NS = 100'000'000;
+constexpr Duration MAX_SLEEP = std::chrono::milliseconds(100);
+} // namespace
+
+ProducerCore::ProducerCore(const std::string &name, const PoolOptions &options)
+    : m_seg(Segment::create(name, options)) {
+    auto cap = m_seg->params().capacity;
+    m_owned.reset(new std::atomic<std::uint8_t>[cap]);
+    m_pins.reset(new std::atomic<std::uint32_t>[cap]);
+    for (std::uint32_t i = 0; i < cap; ++i) {
+        m_owned[i].store(0, std::memory_order_relaxed);
+        m_pins[i].store(0, std::memory_order_relaxed);
+    }
+    m_last_sweep_ns.store(posix::monotonic_ns(), std::memory_order_relaxed);
+}
+
+ProducerCore::~ProducerCore() { close(); }
+
+bool ProducerCore::claim_free(std::uint32_t &index) noexcept {
+    const auto cap = params().capacity;
+    for (std::uint32_t i = 0; i < cap; ++i) {
+        if (m_owned[i].load(std::memory_order_relaxed) != 0 ||
+            m_pins[i].load(std::memory_order_relaxed) != 0 ||
+            m_seg->desc(i)->state.load(std::memory_order_seq_cst) != 0)
+            continue;
+        if (m_owned[i].exchange(1, std::memory_order_acq_rel) != 0)
+            continue;
+        // Re-check under our claim: a pin cannot appear on an unowned buffer, the state can
+        // only have gone to 0 in between.
+        if (m_pins[i].load(std::memory_order_acquire) == 0 &&
+            m_seg->desc(i)->state.load(std::memory_order_acquire) == 0) {
+            index = i;
+            return true;
+        }
+        m_owned[i].store(0, std::memory_order_release);
+    }
+    return false;
+}
+
+bool ProducerCore::reclaim_oldest(std::uint32_t &index) noexcept {
+    const auto cap = params().capacity;
+    for (int attempt = 0; attempt < 4; ++attempt) {
+        std::uint32_t best = cap;
+        std::uint64_t best_seq = UINT64_MAX;
+        for (std::uint32_t i = 0; i < cap; ++i) {
+            if (m_owned[i].load(std::memory_order_relaxed) != 0 ||
+                m_pins[i].load(std::memory_order_relaxed) != 0)
+                continue;
+            std::uint64_t st = m_seg->desc(i)->state.load(std::memory_order_acquire);
+            if (held_mask(st) != 0)
+                continue;
+            std::uint64_t s = m_seg->desc(i)->seq.load(std::memory_order_relaxed);
+            if (s < best_seq) {
+                best_seq = s;
+                best = i;
+            }
+        }
+        if (best == cap)
+            return false;
+        if (m_owned[best].exchange(1, std::memory_order_acq_rel) != 0)
+            continue;
+        auto &state = m_seg->desc(best)->state;
+        std::uint64_t st = state.load(std::memory_order_acquire);
+        while (held_mask(st) == 0 && m_pins[best].load(std::memory_order_acquire) == 0) {
+            if (state.compare_exchange_weak(st, 0, std::memory_order_seq_cst)) {
+                std::uint32_t q = queued_mask(st);
+                if (q != 0) {
+                    for (std::uint32_t s = 0; s < params().max_consumers; ++s)
+                        if (q & (1u << s))
+                            m_seg->slot(s)->dropped.fetch_add(1, std::memory_order_relaxed);
+                    m_seg->header()->dropped.fetch_add(1, std::memory_order_relaxed);
+                }
+                index = best;
+                return true;
+            }
+        }
+        m_owned[best].store(0, std::memory_order_release);
+    }
+    return false;
+}
+
+void ProducerCore::maybe_sweep(std::int64_t now_ns, bool force) {
+    std::int64_t last = m_last_sweep_ns.load(std::memory_order_relaxed);
+    if (!force && now_ns - last < SWEEP_INTERVAL_NS)
+        return;
+    if (!m_last_sweep_ns.compare_exchange_strong(last, now_ns, std::memory_order_relaxed))
+        return; // another thread is sweeping
+    m_seg->sweep_dead(std::chrono::milliseconds(5));
+}
+
+Buffer ProducerCore::make_buffer(std::uint32_t index) {
+    BufferDesc *d = m_seg->desc(index);
+    const Params &p = params();
+    // Every acquisition starts from the pool's default format.
+    d->ndim = p.ndim;
+    d->dtype_code = p.dtype.code;
+    d->dtype_bits = p.dtype.bits;
+    std::size_t n = p.dtype.itemsize();
+    for (std::uint32_t k = 0; k < p.ndim; ++k) {
+        d->shape[k] = p.shape[k];
+        n *= static_cast<std::size_t>(p.shape[k]);
+    }
+    d->nbytes = p.ndim ? n : p.buffer_size;
+    d->meta_len = 0;
+    Buffer b;
+    b.m_core = shared_from_this();
+    b.m_index = index;
+    b.m_data = m_seg->data(index);
+    return b;
+}
+
+std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wait) {
+    if (closed())
+        throw InvalidArgument("producer of pool '" + m_seg->name() + "' is closed");
+    PoolHeader *h = m_seg->header();
+    const bool drop = params().policy == Policy::drop_oldest;
+    std::uint32_t idx = 0;
+    std::int64_t now_ns = posix::monotonic_ns();
+    maybe_sweep(now_ns, false);
+    for (;;) {
+        if (claim_free(idx) || (drop && reclaim_oldest(idx)))
+            return make_buffer(idx);
+        if (!wait)
+            return std::nullopt;
+        now_ns = posix::monotonic_ns();
+        maybe_sweep(now_ns, false);
+        auto now = Clock::now();
+        if (now >= deadline)
+            return std::nullopt;
+        std::uint32_t seen = h->free_futex.load(std::memory_order_seq_cst);
+        h->producer_sleeping.fetch_add(1, std::memory_order_seq_cst);
+        if (claim_free(idx) || (drop && reclaim_oldest(idx))) {
+            h->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
+            return make_buffer(idx);
+        }
+        auto slice = std::min<Duration>(deadline - now, MAX_SLEEP);
+        posix::futex_wait(&h->free_futex, seen, slice);
+        h->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
+        if (closed())
+            throw InvalidArgument("producer of pool '" + m_seg->name() + "' is closed");
+    }
+}
+
+void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *meta,
+                           std::size_t meta_len) {
+    if (!buf)
+        throw InvalidArgument("publish() needs an acquired buffer (this one is empty or already published)");
+    if (buf.m_core.get() != this)
+        throw InvalidArgument("this buffer belongs to another producer");
+    if (closed())
+        throw InvalidArgument("producer of pool '" + m_seg->name() + "' is closed");
+    const Params &p = params();
+    if (meta_len > p.meta_size)
+        throw InvalidArgument("meta is " + std::to_string(meta_len) + " bytes; the pool allows " +
+                              std::to_string(p.meta_size) + " (meta_size)");
+    const std::uint32_t idx = buf.m_index;
+    BufferDesc *d = m_seg->desc(idx);
+    if (meta_len) {
+        std::memmove(m_seg->meta(idx), meta, meta_len); // meta may point into the area itself
+        d->meta_len = static_cast<std::uint32_t>(meta_len);
+    }
+    d->timestamp_ns = timestamp_ns >= 0 ? timestamp_ns : posix::monotonic_ns();
+    d->seq.store(m_next_seq.fetch_add(1, std::memory_order_relaxed), std::memory_order_relaxed);
+
+    PoolHeader *h = m_seg->header();
+    const std::uint64_t mask = queued_mask(h->active.load(std::memory_order_seq_cst));
+    if (mask != 0) {
+        d->state.store(mask, std::memory_order_seq_cst);
+        // A consumer that detached between the two loads may already have swept this buffer;
+        // clear its bit ourselves so it is not left queued for nobody.
+        const std::uint64_t gone = mask & ~queued_mask(h->active.load(std::memory_order_seq_cst));
+        if (gone != 0)
+            d->state.fetch_and(~gone, std::memory_order_seq_cst);
+    }
+    buf.m_core.reset();
+    buf.m_data = nullptr;
+    m_owned[idx].store(0, std::memory_order_release);
+    h->published.fetch_add(1, std::memory_order_relaxed);
+    // Wake only slots that announced they sleep: a full queue costs no syscall.
+    if ((h->sleepers.load(std::memory_order_seq_cst) & mask) != 0)
+        m_seg->wake_consumers();
+}
+
+void ProducerCore::give_back(std::uint32_t index) noexcept {
+    m_owned[index].store(0, std::memory_order_seq_cst);
+    m_seg->wake_producer();
+}
+
+void ProducerCore::unpin(std::uint32_t index) noexcept {
+    if (m_pins[index].fetch_sub(1, std::memory_order_seq_cst) == 1)
+        m_seg->wake_producer();
+}
+
+void ProducerCore::close() noexcept {
+    if (m_closed.exchange(true, std::memory_order_acq_rel))
+        return;
+    PoolHeader *h = m_seg->header();
+    h->closed.store(1, std::memory_order_seq_cst);
+    m_seg->wake_consumers();
+    h->free_futex.fetch_add(1, std::memory_order_seq_cst); // wake our own threads in acquire()
+    posix::futex_wake(&h->free_futex, INT_MAX);
+    m_seg->unlink_if_mine();
+    posix::ofd_unlock(m_seg->fd(), LOCK_PRODUCER);
+}
+
+ProducerStats ProducerCore::stats() const {
+    ProducerStats s;
+    const PoolHeader *h = m_seg->header();
+    s.published = h->published.load(std::memory_order_relaxed);
+    s.dropped = h->dropped.load(std::memory_order_relaxed);
+    s.capacity = params().capacity;
+    std::uint32_t free = 0;
+    for (std::uint32_t i = 0; i < s.capacity; ++i)
+        free += !owns(i) && m_pins[i].load(std::memory_order_relaxed) == 0 &&
+                m_seg->desc(i)->state.load(std::memory_order_acquire) == 0;
+    s.free = free;
+    s.in_flight = s.capacity - free;
+    std::uint64_t active = h->active.load(std::memory_order_acquire);
+    s.consumers = static_cast<std::uint32_t>(__builtin_popcountll(queued_mask(active)));
+    return s;
+}
+
+} // namespace detail
+
+// ---- BufferPin ------------------------------------------------------------------------------
+
+BufferPin::BufferPin(BufferPin &&o) noexcept : m_core(std::move(o.m_core)), m_index(o.m_index) {}
+
+BufferPin &BufferPin::operator=(BufferPin &&o) noexcept {
+    if (this != &o) {
+        reset();
+        m_core = std::move(o.m_core);
+        m_index = o.m_index;
+    }
+    return *this;
+}
+
+BufferPin::~BufferPin() { reset(); }
+
+void BufferPin::reset() noexcept {
+    if (m_core) {
+        m_core->unpin(m_index);
+        m_core.reset();
+    }
+}
+
+// ---- Buffer ---------------------------------------------------------------------------------
+
+Buffer::Buffer(Buffer &&o) noexcept
+    : m_core(std::move(o.m_core)), m_index(o.m_index), m_data(o.m_data) {
+    o.m_data = nullptr;
+}
+
+Buffer &Buffer::operator=(Buffer &&o) noexcept {
+    if (this != &o) {
+        give_back();
+        m_core = std::move(o.m_core);
+        m_index = o.m_index;
+        m_data = o.m_data;
+        o.m_data = nullptr;
+    }
+    return *this;
+}
+
+Buffer::~Buffer() { give_back(); }
+
+void Buffer::give_back() noexcept {
+    if (m_core) {
+        m_core->give_back(m_index);
+        m_core.reset();
+        m_data = nullptr;
+    }
+}
+
+std::size_t Buffer::capacity() const noexcept { return m_core ? m_core->params().buffer_size : 0; }
+
+std::size_t Buffer::ndim() const noexcept {
+    return m_core ? m_core->segment().desc(m_index)->ndim : 0;
+}
+
+const std::int64_t *Buffer::dims() const noexcept {
+    return m_core ? m_core->segment().desc(m_index)->shape : nullptr;
+}
+
+Shape Buffer::shape() const { return Shape(dims(), dims() + ndim()); }
+
+DType Buffer::dtype() const noexcept {
+    if (!m_core)
+        return {};
+    const auto *d = m_core->segment().desc(m_index);
+    return DType{d->dtype_code, d->dtype_bits};
+}
+
+std::size_t Buffer::nbytes() const noexcept {
+    return m_core ? m_core->segment().desc(m_index)->nbytes : 0;
+}
+
+void Buffer::set_format(const Shape &shape, DType dtype) {
+    set_format(shape.data(), shape.size(), dtype);
+}
+
+void Buffer::set_format(const std::int64_t *dims, std::size_t ndim, DType dtype) {
+    if (!m_core)
+        throw InvalidArgument("buffer is empty or already published");
+    if (!dtype.valid())
+        throw InvalidArgument("invalid dtype");
+    if (ndim > MAX_DIMS)
+        throw InvalidArgument("shape has " + std::to_string(ndim) + " dimensions; at most " +
+                              std::to_string(MAX_DIMS));
+    const std::size_t cap = capacity();
+    std::size_t n = dtype.itemsize();
+    for (std::size_t k = 0; k < ndim; ++k) {
+        if (dims[k] < 0)
+            throw InvalidArgument("shape dimensions must be >= 0");
+        if (dims[k] > 0 && n > cap / static_cast<std::size_t>(dims[k]) + 1)
+            n = cap + 1;
+        else
+            n *= static_cast<std::size_t>(dims[k]);
+    }
+    if (n > cap)
+        throw InvalidArgument("a frame of that shape and dtype needs more than the " +
+                              std::to_string(cap) + " bytes of a buffer");
+    auto *d = m_core->segment().desc(m_index);
+    d->ndim = static_cast<std::uint32_t>(ndim);
+    for (std::size_t k = 0; k < ndim; ++k)
+        d->shape[k] = dims[k];
+    d->dtype_code = dtype.code;
+    d->dtype_bits = dtype.bits;
+    d->nbytes = ndim ? n : cap;
+}
+
+void Buffer::set_nbytes(std::size_t nbytes) {
+    if (!m_core)
+        throw InvalidArgument("buffer is empty or already published");
+    if (nbytes > capacity())
+        throw InvalidArgument("nbytes " + std::to_string(nbytes) + " exceeds the buffer size " +
+                              std::to_string(capacity()));
+    m_core->segment().desc(m_index)->nbytes = nbytes;
+}
+
+std::byte *Buffer::meta() const noexcept {
+    return m_core ? m_core->segment().meta(m_index) : nullptr;
+}
+
+std::size_t Buffer::meta_capacity() const noexcept { return m_core ? m_core->params().meta_size : 0; }
+
+BufferPin Buffer::pin() const {
+    if (!m_core)
+        throw InvalidArgument("buffer is empty or already published");
+    m_core->pin(m_index);
+    BufferPin p;
+    p.m_core = m_core;
+    p.m_index = m_index;
+    return p;
+}
+
+// ---- Producer -------------------------------------------------------------------------------
+
+Producer::Producer(const std::string &name, const PoolOptions &options)
+    : m_core(std::make_shared<detail::ProducerCore>(name, options)) {}
+Producer::Producer(Producer &&) noexcept = default;
+Producer &Producer::operator=(Producer &&o) noexcept {
+    if (this != &o) {
+        close();
+        m_core = std::move(o.m_core);
+    }
+    return *this;
+}
+Producer::~Producer() { close(); }
+
+static detail::ProducerCore &core_of(const std::shared_ptr<detail::ProducerCore> &c) {
+    if (!c)
+        throw InvalidArgument("producer was moved from");
+    return *c;
+}
+
+Buffer Producer::acquire(Duration timeout) {
+    auto b = core_of(m_core).acquire(Clock::now() + timeout, true);
+    if (!b)
+        throw Timeout("no free buffer in pool '" + name() + "' within the timeout");
+    return std::move(*b);
+}
+
+std::optional<Buffer> Producer::try_acquire() {
+    return core_of(m_core).acquire(Clock::now(), false);
+}
+
+std::optional<Buffer> Producer::try_acquire_for(Duration timeout) {
+    return core_of(m_core).acquire(Clock::now() + timeout, true);
+}
+
+void Producer::publish(Buffer &&buffer, std::int64_t timestamp_ns, const void *meta,
+                       std::size_t meta_len) {
+    Buffer b = std::move(buffer);
+    core_of(m_core).publish(b, timestamp_ns, meta, meta_len);
+}
+
+void Producer::close() noexcept {
+    if (m_core)
+        m_core->close();
+}
+
+bool Producer::closed() const noexcept { return !m_core || m_core->closed(); }
+ProducerStats Producer::stats() const { return core_of(m_core).stats(); }
+const std::string &Producer::name() const noexcept { return m_core->segment().name(); }
+std::uint32_t Producer::capacity() const noexcept { return m_core->params().capacity; }
+std::size_t Producer::buffer_size() const noexcept { return m_core->params().buffer_size; }
+std::size_t Producer::meta_size() const noexcept { return m_core->params().meta_size; }
+Policy Producer::policy() const noexcept { return m_core->params().policy; }
+std::uint32_t Producer::max_consumers() const noexcept { return m_core->params().max_consumers; }
+Shape Producer::shape() const {
+    const auto &p = m_core->params();
+    return Shape(p.shape, p.shape + p.ndim);
+}
+DType Producer::dtype() const noexcept { return m_core->params().dtype; }
+
+} // namespace bips

@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include "segment.hpp"
+
+#include <bips/producer.hpp>
+
+#include <atomic>
+#include <memory>
+
+namespace bips::detail {
+
+/// State shared by a Producer, its Buffers and their pins. Every method is thread-safe.
+class ProducerCore : public std::enable_shared_from_this<ProducerCore> {
+public:
+    ProducerCore(const std::string &name, const PoolOptions &options);
+    ~ProducerCore();
+
+    std::optional<Buffer> acquire(Clock::time_point deadline, bool wait);
+    void publish(Buffer &buf, std::int64_t timestamp_ns, const void *meta, std::size_t meta_len);
+    void close() noexcept;
+    bool closed() const noexcept { return m_closed.load(std::memory_order_acquire); }
+    ProducerStats stats() const;
+
+    void give_back(std::uint32_t index) noexcept;
+    void pin(std::uint32_t index) noexcept { m_pins[index].fetch_add(1, std::memory_order_acq_rel); }
+    void unpin(std::uint32_t index) noexcept;
+    bool owns(std::uint32_t index) const noexcept {
+        return m_owned[index].load(std::memory_order_acquire) != 0;
+    }
+
+    Segment &segment() noexcept { return *m_seg; }
+    const Segment &segment() const noexcept { return *m_seg; }
+    const Params &params() const noexcept { return m_seg->params(); }
+
+private:
+    bool claim_free(std::uint32_t &index) noexcept;
+    bool reclaim_oldest(std::uint32_t &index) noexcept;
+    void maybe_sweep(std::int64_t now_ns, bool force);
+    Buffer make_buffer(std::uint32_t index);
+
+    std::shared_ptr<Segment> m_seg;
+    std::unique_ptr<std::atomic<std::uint8_t>[]> m_owned;  // acquired by this producer
+    std::unique_ptr<std::atomic<std::uint32_t>[]> m_pins;  // outside references (see BufferPin)
+    std::atomic<std::uint64_t> m_next_seq{0};
+    std::atomic<std::int64_t> m_last_sweep_ns{0};
+    std::atomic<bool> m_closed{false};
+};
+
+} // namespace bips::detail

@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: Apache-2.0
+// One mapped pool segment: creation (with takeover of a dead producer's pool), validation on
+// open, the OFD locks that track who is alive, and the cleanup of dead consumer slots.
+#pragma once
+
+#include "layout.hpp"
+#include "posix/file.hpp"
+
+#include <bips/types.hpp>
+
+#include <memory>
+#include <string>
+#include <sys/stat.h>
+
+namespace bips::detail {
+
+std::string shm_name_for(const std::string &name);
+
+/// Validated, process-local copy of the pool parameters. Never re-read from shared memory.
+struct Params {
+    std::uint32_t capacity = 0;
+    std::uint32_t max_consumers = 0;
+    std::size_t buffer_size = 0;
+    std::size_t meta_size = 0;
+    Policy policy = Policy::block;
+    mode_t mode = 0;
+    std::uint32_t ndim = 0;
+    std::int64_t shape[MAX_DIMS] = {};
+    DType dtype;
+    Layout layout;
+};
+
+/// How a pool looks to someone opening it.
+enum class OpenStatus {
+    ok,           ///< mapped and validated
+    not_found,    ///< no such name
+    initializing, ///< a live producer is still creating it
+    stale,        ///< exists, but nobody is creating it and it is not ready (creator died)
+};
+
+enum class Access { producer, consumer, inspect };
+
+class Segment {
+public:
+    /// Creates pool `name` as its producer (holding the producer lock), replacing a pool whose
+    /// producer is gone. See Producer's constructor for errors.
+    static std::shared_ptr<Segment> create(const std::string &name, const PoolOptions &options);
+    /// Opens and validates pool `name`. Returns nullptr with *status set when it is not usable
+    /// yet (not_found, initializing, stale); throws CorruptPool / IncompatiblePool /
+    /// std::system_error otherwise.
+    static std::shared_ptr<Segment> open(const std::string &name, Access access, OpenStatus *status);
+
+    Segment(const Segment &) = delete;
+    Segment &operator=(const Segment &) = delete;
+    ~Segment() = default;
+
+    const std::string &name() const noexcept { return m_name; }
+    const Params &params() const noexcept { return m_params; }
+    int fd() const noexcept { return m_file.get(); }
+    const struct stat &file_stat() const noexcept { return m_stat; }
+
+    PoolHeader *header() const noexcept { return reinterpret_cast<PoolHeader *>(m_control.data()); }
+    BufferDesc *desc(std::uint32_t i) const noexcept {
+        return reinterpret_cast<BufferDesc *>(m_control.data() + m_params.layout.desc_offset) + i;
+    }
+    SlotDesc *slot(std::uint32_t s) const noexcept {
+        return reinterpret_cast<SlotDesc *>(m_control.data() + m_params.layout.slot_offset) + s;
+    }
+    std::byte *data(std::uint32_t i) const noexcept {
+        return m_payload.data() + (m_params.layout.data_offset - m_params.layout.control_size) +
+               std::size_t{i} * m_params.layout.buffer_stride;
+    }
+    std::byte *meta(std::uint32_t i) const noexcept {
+        return m_payload.data() + (m_params.layout.meta_offset - m_params.layout.control_size) +
+               std::size_t{i} * m_params.layout.meta_stride;
+    }
+
+    bool producer_alive() const;
+    bool slot_alive(std::uint32_t s) const;
+
+    /// Takes the control lock (OFD, so a holder that dies releases it), polling until
+    /// `timeout`; false if it could not.
+    bool lock_control(Duration timeout) const;
+    void unlock_control() const noexcept;
+
+    /// Under the control lock: clears every active slot whose consumer is dead. Returns how
+    /// many were cleared. `skip` is a slot this process itself holds (GETLK cannot see it).
+    unsigned sweep_dead_locked(std::uint32_t skip = MAX_CONSUMERS);
+    /// Takes the control lock for at most `timeout` and sweeps; 0 if the lock was busy.
+    unsigned sweep_dead(Duration timeout, std::uint32_t skip = MAX_CONSUMERS);
+    /// Clears slot s: no longer active nor asleep, its queued/held bits gone from every buffer.
+    void clear_slot(std::uint32_t s) noexcept;
+    /// Wakes producer threads sleeping in acquire(), if any.
+    void wake_producer() const noexcept;
+    /// Wakes every consumer sleeping in receive().
+    void wake_consumers() const noexcept;
+
+    /// True if the pool's name still refers to this very segment (same inode).
+    bool name_refers_to_me() const;
+    /// Unlinks the name if it still refers to this segment. The caller must hold the producer
+    /// lock, which is what makes the check and the unlink one step for every other party.
+    void unlink_if_mine() const noexcept;
+    /// For consumers: removes a pool that has no producer and no live consumer. Best effort.
+    bool unlink_if_abandoned() const noexcept;
+
+    std::uint32_t count_free() const noexcept;
+
+private:
+    Segment() = default;
+    std::string m_name;
+    std::string m_shm_name;
+    posix::File m_file;
+    struct stat m_stat{};
+    posix::Mapping m_control;
+    posix::Mapping m_payload;
+    Params m_params;
+};
+
+} // namespace bips::detail

@@ -1,0 +1,2 @@
+#include <bips/bips.hpp>
+int main(){}
