@@ -6,6 +6,9 @@
 
 #include <chrono>
 #include <climits>
+#include <mutex>
+#include <pthread.h>
+#include <set>
 #include <cstring>
 #include <fcntl.h>
 #include <random>
@@ -149,7 +152,51 @@ std::uint64_t random_id() {
     return (std::uint64_t{rd()} << 32) ^ rd() ^ static_cast<std::uint64_t>(posix::monotonic_ns());
 }
 
+// Every segment descriptor of this process. A child made by fork() must not keep our OFD
+// locks alive (they belong to the open file description, which fork shares): in the child each
+// one is replaced by /dev/null, so a parent that dies is seen dead even while its children run.
+struct ForkGuard {
+    std::mutex mutex;
+    std::set<int> fds;
+
+    ForkGuard() { ::pthread_atfork(nullptr, nullptr, &ForkGuard::in_child); }
+    static ForkGuard &get() {
+        static ForkGuard *g = new ForkGuard(); // never destroyed: used from atfork handlers
+        return *g;
+    }
+    static void in_child() {
+        ForkGuard &g = get();
+        // The fork happened in some thread; the mutex may be held by a thread that does not
+        // exist in the child, so build a fresh one instead of locking it.
+        new (&g.mutex) std::mutex();
+        int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null_fd < 0)
+            return;
+        for (int fd : g.fds)
+            ::dup3(null_fd, fd, O_CLOEXEC);
+        ::close(null_fd);
+    }
+    void add(int fd) {
+        std::lock_guard<std::mutex> lock(mutex);
+        fds.insert(fd);
+    }
+    void remove(int fd) {
+        std::lock_guard<std::mutex> lock(mutex);
+        fds.erase(fd);
+    }
+};
+
 } // namespace
+
+Segment::~Segment() {
+    if (m_file)
+        ForkGuard::get().remove(m_file.get());
+}
+
+void Segment::adopt(posix::File f) {
+    ForkGuard::get().add(f.get());
+    m_file = std::move(f);
+}
 
 std::string shm_name_for(const std::string &name) {
     validate_name(name);
@@ -230,7 +277,7 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
             }
             h->ready.store(1, std::memory_order_release);
             seg->m_stat = posix::fstat_file(f.get(), shm);
-            seg->m_file = std::move(f);
+            seg->adopt(std::move(f));
             return seg;
         }
 
@@ -313,7 +360,7 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
     seg->m_payload = posix::Mapping(f.get(), p.layout.file_size - p.layout.control_size,
                                     static_cast<off_t>(p.layout.control_size), data_prot, shm);
     seg->m_params = p;
-    seg->m_file = std::move(f);
+    seg->adopt(std::move(f));
     *status = OpenStatus::ok;
     return seg;
 }

@@ -52,7 +52,7 @@ public:
 
     Segment(const Segment &) = delete;
     Segment &operator=(const Segment &) = delete;
-    ~Segment() = default;
+    ~Segment();
 
     const std::string &name() const noexcept { return m_name; }
     const Params &params() const noexcept { return m_params; }
@@ -107,6 +107,7 @@ public:
 
 private:
     Segment() = default;
+    void adopt(posix::File f);
     std::string m_name;
     std::string m_shm_name;
     posix::File m_file;

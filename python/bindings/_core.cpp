@@ -563,7 +563,7 @@ std::string octal(unsigned mode) {
 
 } // namespace
 
-PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
+PYBIND11_MODULE(_core, m) {
     m.doc() = "bips compiled core: shared-memory frame pools (use the `bips` package).";
     m.attr("__version__") = BIPS_VERSION_STRING;
     m.attr("LAYOUT_VERSION") = 1;

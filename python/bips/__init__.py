@@ -80,9 +80,13 @@ __all__ = [
 
 
 def _package_dir() -> str:
+    # Where the compiled part was installed: headers, library and CMake files sit beside it
+    # (also in editable installs, where this file lives in the source tree).
     import os
 
-    return os.path.dirname(os.path.abspath(__file__))
+    from bips import _core
+
+    return os.path.dirname(os.path.abspath(_core.__file__))
 
 
 def get_include() -> str:
