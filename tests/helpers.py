@@ -1,0 +1,208 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Small utilities for cross-process tests.
+
+API (everything else in this file is private)::
+
+    proc = spawn_python(code, *args, env=None)   # sys.executable -c PRELUDE + code, args in sys.argv[1:]
+    msg = read_message(proc, timeout=5.0)        # next JSON line the child emit()ted -> dict
+                                                 # (ChildError if the child exits or times out first)
+    rc, out, err = reap(proc, timeout=5.0)       # wait up to timeout, then SIGKILL; always waits
+    rc = kill_and_reap(proc, sig=SIGKILL)        # send a signal now, then reap
+    with child(code, *args) as proc: ...         # spawn_python + reap on exit, even on failure
+    fill(arr, seq) / check(arr, seq) -> bool     # content derived from seq, for frame payloads
+    pool_path(name) -> "/dev/shm/bips.NAME"
+
+Children run with ``bips``, ``numpy as np``, ``json``, ``os``, ``sys``, ``time`` and ``signal``
+already imported, plus ``emit(**fields)`` which prints one JSON line to stdout and flushes,
+``fill``/``check`` (same as above), and they die with SIGKILL when the test process dies
+(``PR_SET_PDEATHSIG``), so a crashed test never leaves orphans holding pools open.
+Children report results with ``emit(...)``; the parent reads them with ``read_message``.
+stdout is reserved for those lines; stderr is captured and shown by ``ChildError`` / ``reap``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+__all__ = [
+    "ChildError",
+    "PRELUDE",
+    "check",
+    "child",
+    "fill",
+    "kill_and_reap",
+    "pool_path",
+    "read_message",
+    "reap",
+    "spawn_python",
+]
+
+SHM_DIR = "/dev/shm"
+
+
+def pool_path(name: str) -> str:
+    """The file behind pool ``name``."""
+    return os.path.join(SHM_DIR, "bips." + name)
+
+
+def fill(arr: "np.ndarray[Any, Any]", seq: int) -> None:
+    """Writes a payload derived from ``seq`` into a writable byte-addressable array: the first 8
+    bytes hold ``seq`` as little-endian uint64, the rest ``(seq * 31 + i) & 0xFF``."""
+    flat = arr.reshape(-1).view(np.uint8)
+    n = flat.size
+    head = np.frombuffer(int(seq).to_bytes(8, "little"), dtype=np.uint8)
+    k = min(8, n)
+    flat[:k] = head[:k]
+    if n > 8:
+        flat[8:] = ((seq * 31 + np.arange(8, n, dtype=np.uint64)) & 0xFF).astype(np.uint8)
+
+
+def check(arr: "np.ndarray[Any, Any]", seq: int) -> bool:
+    """True if ``arr`` holds exactly what ``fill(arr, seq)`` wrote."""
+    want = np.empty(arr.nbytes, dtype=np.uint8)
+    fill(want, seq)
+    return bool(np.array_equal(np.ascontiguousarray(arr).reshape(-1).view(np.uint8), want))
+
+
+PRELUDE = r'''
+import ctypes, json, os, signal, sys, time
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+except Exception:
+    pass
+import numpy as np
+import bips
+
+def emit(**fields):
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+def fill(arr, seq):
+    flat = arr.reshape(-1).view(np.uint8)
+    n = flat.size
+    head = np.frombuffer(int(seq).to_bytes(8, "little"), dtype=np.uint8)
+    k = min(8, n)
+    flat[:k] = head[:k]
+    if n > 8:
+        flat[8:] = ((seq * 31 + np.arange(8, n, dtype=np.uint64)) & 0xFF).astype(np.uint8)
+
+def check(arr, seq):
+    want = np.empty(arr.nbytes, dtype=np.uint8)
+    fill(want, seq)
+    return bool(np.array_equal(np.ascontiguousarray(arr).reshape(-1).view(np.uint8), want))
+'''
+
+
+class ChildError(AssertionError):
+    """A child did not report what the test expected (it exited, or timed out)."""
+
+
+def spawn_python(code: str, *args: Any, env: Optional[dict] = None) -> "subprocess.Popen[bytes]":
+    """Starts ``sys.executable -c PRELUDE + code`` with ``args`` (converted with ``str``) in
+    ``sys.argv[1:]``. stdout and stderr are pipes; read stdout with ``read_message`` and always
+    finish with ``reap`` (or use ``child``). ``env`` is merged over ``os.environ``."""
+    full_env = dict(os.environ)
+    full_env["PYTHONUNBUFFERED"] = "1"
+    if env:
+        full_env.update(env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + "\n" + code, *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=full_env,
+    )
+    proc._bips_buf = b""  # type: ignore[attr-defined]
+    return proc
+
+
+def _stderr_of(proc: "subprocess.Popen[bytes]") -> str:
+    if proc.poll() is None or proc.stderr is None:
+        return "<still running>"
+    try:
+        return proc.stderr.read().decode(errors="replace")[-4000:]
+    except (OSError, ValueError):
+        return "<unavailable>"
+
+
+def read_message(proc: "subprocess.Popen[bytes]", timeout: float = 5.0) -> dict:
+    """Returns the next JSON line the child printed with ``emit``. Raises ``ChildError`` if the
+    child closes stdout (exits) or prints nothing within ``timeout`` seconds."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    while True:
+        buf: bytes = proc._bips_buf  # type: ignore[attr-defined]
+        nl = buf.find(b"\n")
+        if nl >= 0:
+            proc._bips_buf = buf[nl + 1 :]  # type: ignore[attr-defined]
+            line = buf[:nl].decode(errors="replace")
+            try:
+                return json.loads(line)  # type: ignore[no-any-return]
+            except json.JSONDecodeError:
+                raise ChildError(f"child printed a non-JSON line: {line!r}") from None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ChildError(f"child (pid {proc.pid}) sent no message within {timeout} s")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            try:
+                proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                pass
+            raise ChildError(
+                f"child (pid {proc.pid}) exited (rc={proc.returncode}) before sending a message;"
+                f" stderr:\n{_stderr_of(proc)}"
+            )
+        proc._bips_buf = buf + chunk  # type: ignore[attr-defined]
+
+
+def reap(proc: "subprocess.Popen[bytes]", timeout: float = 5.0) -> "tuple[int, str, str]":
+    """Waits up to ``timeout`` seconds for the child to exit, then SIGKILLs it and waits.
+    Returns ``(returncode, rest_of_stdout, stderr)``; the return code is negative for a signal."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    rest = getattr(proc, "_bips_buf", b"") + (out or b"")
+    proc._bips_buf = b""  # type: ignore[attr-defined]
+    return proc.returncode, rest.decode(errors="replace"), (err or b"").decode(errors="replace")
+
+
+@contextlib.contextmanager
+def child(code: str, *args: Any, env: Optional[dict] = None, timeout: float = 5.0) -> Iterator[
+    "subprocess.Popen[bytes]"
+]:
+    """``spawn_python`` as a context manager: on exit the child gets ``timeout`` seconds to
+    finish, then is killed; it is always waited for."""
+    proc = spawn_python(code, *args, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            reap(proc, timeout)
+        for f in (proc.stdout, proc.stderr):
+            if f is not None:
+                f.close()
+
+
+def kill_and_reap(proc: "subprocess.Popen[bytes]", sig: int = signal.SIGKILL) -> int:
+    """Sends ``sig`` and waits (up to 5 s, then SIGKILL). Returns the return code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    rc, _, _ = reap(proc, 5.0)
+    return rc
