@@ -129,7 +129,7 @@ public:
         std::uint64_t now = prev & ~held_bit(m_slot);
         bool freed = m_seg->params().policy == Policy::block ? now == 0 : held_mask(now) == 0;
         if (freed)
-            m_seg->wake_producer();
+            m_seg->buffer_freed();
     }
 
     bool producer_gone(bool check_lock) const {

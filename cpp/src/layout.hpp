@@ -101,7 +101,8 @@ struct PoolHeader {
     std::atomic<std::uint64_t> sleepers;                   // slots asleep in receive()
     alignas(CACHE_LINE) std::atomic<std::uint32_t> publish_futex;
     alignas(CACHE_LINE) std::atomic<std::uint32_t> free_futex;
-    std::atomic<std::uint32_t> producer_sleeping;
+    std::atomic<std::uint32_t> producer_sleeping; // producer threads asleep in acquire()
+    std::atomic<std::int32_t> free_credit;        // frees still wanted before waking them
     alignas(CACHE_LINE) std::atomic<std::uint64_t> published;
     std::atomic<std::uint64_t> dropped;
 };

@@ -102,6 +102,16 @@ void ProducerCore::maybe_sweep(std::int64_t now_ns, bool force) {
     m_seg->sweep_dead(std::chrono::milliseconds(5));
 }
 
+std::int32_t ProducerCore::wake_batch() const noexcept {
+    const auto cap = params().capacity;
+    std::int32_t coming = 0;
+    for (std::uint32_t i = 0; i < cap; ++i) {
+        std::uint64_t st = m_seg->desc(i)->state.load(std::memory_order_relaxed);
+        coming += st != 0 && held_mask(st) == 0;
+    }
+    return std::max<std::int32_t>(1, std::min<std::int32_t>(coming, static_cast<std::int32_t>(cap / 2)));
+}
+
 Buffer ProducerCore::make_buffer(std::uint32_t index) {
     BufferDesc *d = m_seg->desc(index);
     const Params &p = params();
@@ -142,6 +152,10 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
         if (now >= deadline)
             return std::nullopt;
         std::uint32_t seen = h->free_futex.load(std::memory_order_seq_cst);
+        // Ask to be woken after several frees when several buffers are on their way back (only
+        // queued, not held): consumers then wake us once per batch, not once per frame. The
+        // slice bound below keeps this from ever stalling us for long.
+        h->free_credit.store(wake_batch(), std::memory_order_seq_cst);
         h->producer_sleeping.fetch_add(1, std::memory_order_seq_cst);
         if (claim_free(idx) || (drop && reclaim_oldest(idx))) {
             h->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);

@@ -38,6 +38,7 @@ private:
     bool reclaim_oldest(std::uint32_t &index) noexcept;
     void maybe_sweep(std::int64_t now_ns, bool force);
     Buffer make_buffer(std::uint32_t index);
+    std::int32_t wake_batch() const noexcept;
 
     std::shared_ptr<Segment> m_seg;
     std::unique_ptr<std::atomic<std::uint8_t>[]> m_owned;  // acquired by this producer

@@ -435,6 +435,15 @@ void Segment::wake_producer() const noexcept {
     }
 }
 
+void Segment::buffer_freed() const noexcept {
+    PoolHeader *h = header();
+    if (h->producer_sleeping.load(std::memory_order_seq_cst) != 0 &&
+        h->free_credit.fetch_sub(1, std::memory_order_seq_cst) <= 1) {
+        h->free_futex.fetch_add(1, std::memory_order_seq_cst);
+        posix::futex_wake(&h->free_futex, INT_MAX);
+    }
+}
+
 void Segment::wake_consumers() const noexcept {
     PoolHeader *h = header();
     h->publish_futex.fetch_add(1, std::memory_order_seq_cst);

@@ -92,6 +92,9 @@ public:
     void clear_slot(std::uint32_t s) noexcept;
     /// Wakes producer threads sleeping in acquire(), if any.
     void wake_producer() const noexcept;
+    /// A consumer made a buffer free: wakes a sleeping producer once it has the number of frees
+    /// it asked for, so that a full queue costs one wake-up per several frames, not per frame.
+    void buffer_freed() const noexcept;
     /// Wakes every consumer sleeping in receive().
     void wake_consumers() const noexcept;
 
