@@ -304,6 +304,7 @@ struct Consumer::State {
         if (seg->header()->instance_id == old_instance ||
             seg->header()->closed.load(std::memory_order_acquire) != 0 || !seg->producer_alive()) {
             seen_dead = true;
+            seg->unlink_if_abandoned(); // nothing stale piles up; a live user keeps it
             return nullptr;
         }
         return detail::Attachment::attach(std::move(seg), options.latest);

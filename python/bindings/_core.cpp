@@ -222,18 +222,27 @@ void c_strides(const ViewSpec &v, std::int64_t *out, std::int64_t unit) {
     }
 }
 
-py::array make_numpy(const ViewSpec &v) {
+// Builds the array through numpy's C API with the shape on the stack: this runs once per frame.
+py::object make_numpy(const ViewSpec &v) {
+    auto &api = py::detail::npy_api::get();
     auto *keep = new std::shared_ptr<void>(v.owner);
     py::capsule base(keep, [](void *p) { delete static_cast<std::shared_ptr<void> *>(p); });
-    std::vector<py::ssize_t> shape(v.dims, v.dims + v.ndim), strides(v.ndim);
+    Py_intptr_t shape[bips::MAX_DIMS], strides[bips::MAX_DIMS];
     std::int64_t st[bips::MAX_DIMS];
     c_strides(v, st, static_cast<std::int64_t>(v.dtype.itemsize()));
-    for (std::size_t i = 0; i < v.ndim; ++i)
-        strides[i] = st[i];
-    py::array a(numpy_dtype(v.dtype), std::move(shape), std::move(strides), v.data, base);
-    if (v.readonly)
-        py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
-    return a;
+    for (std::size_t i = 0; i < v.ndim; ++i) {
+        shape[i] = static_cast<Py_intptr_t>(v.dims[i]);
+        strides[i] = static_cast<Py_intptr_t>(st[i]);
+    }
+    int flags = v.readonly ? 0 : py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    PyObject *descr = numpy_dtype(v.dtype).inc_ref().ptr(); // NewFromDescr steals it
+    auto arr = py::reinterpret_steal<py::object>(api.PyArray_NewFromDescr_(
+        api.PyArray_Type_, descr, static_cast<int>(v.ndim), shape, strides, v.data, flags, nullptr));
+    if (!arr)
+        throw py::error_already_set();
+    if (api.PyArray_SetBaseObject_(arr.ptr(), base.release().ptr()) != 0)
+        throw py::error_already_set();
+    return arr;
 }
 
 struct BufferExport {
