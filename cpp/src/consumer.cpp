@@ -95,6 +95,19 @@ public:
     bool try_take(Frame &out) {
         const std::uint32_t cap = m_seg->params().capacity;
         const std::uint64_t qb = queued_bit(m_slot);
+        if (!m_latest) {
+            // Fast path: the ring says which buffer carries the next seq; check, then take.
+            const std::uint64_t next = m_next.load(std::memory_order_relaxed);
+            const std::uint32_t i = m_seg->ring(next)->load(std::memory_order_relaxed);
+            if (i < cap && (m_seg->desc(i)->state.load(std::memory_order_acquire) & qb) &&
+                m_seg->desc(i)->seq.load(std::memory_order_relaxed) == next && take(i)) {
+                if (m_seg->desc(i)->seq.load(std::memory_order_acquire) == next) {
+                    fill(out, i);
+                    return true;
+                }
+                put_back(i);
+            }
+        }
         for (int round = 0; round < 1000; ++round) {
             std::uint32_t best = cap;
             std::uint64_t best_seq = 0;
@@ -197,6 +210,7 @@ private:
         out.m_index = i;
         out.m_data = m_seg->data(i);
         out.m_seq = d->seq.load(std::memory_order_relaxed);
+        m_next.store(out.m_seq + 1, std::memory_order_relaxed);
         out.m_timestamp_ns = d->timestamp_ns;
         out.m_nbytes = std::min<std::size_t>(d->nbytes, p.buffer_size);
         out.m_meta_len = static_cast<std::uint32_t>(std::min<std::size_t>(d->meta_len, p.meta_size));
@@ -228,6 +242,7 @@ private:
     std::uint32_t m_slot;
     bool m_latest;
     std::uint64_t m_instance;
+    std::atomic<std::uint64_t> m_next{0}; // seq expected next (fast-path hint)
 };
 
 } // namespace detail

@@ -2,7 +2,8 @@
 // The shared-memory layout of a pool. Everything here is read by processes that may run another
 // build of bips, so the layout is versioned and every field is validated before use.
 //
-//   [control: PoolHeader | BufferDesc x capacity | SlotDesc x max_consumers]  read-write for all
+//   [control: PoolHeader | BufferDesc x capacity | SlotDesc x max_consumers | u32 x capacity]
+//                                                                              read-write for all
 //   [meta: capacity x meta_stride]                                             read-only for consumers
 //   [data: capacity x buffer_stride, page-aligned]                            read-only for consumers
 //
@@ -113,6 +114,7 @@ struct Layout {
     std::size_t control_size = 0;
     std::size_t desc_offset = 0;
     std::size_t slot_offset = 0;
+    std::size_t ring_offset = 0; // capacity x u32: buffer index of seq % capacity (a hint)
     std::size_t meta_offset = 0;
     std::size_t meta_stride = 0;
     std::size_t data_offset = 0;
@@ -128,7 +130,8 @@ inline Layout compute_layout(std::uint32_t capacity, std::uint32_t max_consumers
     l.page_size = page;
     l.desc_offset = align_up(sizeof(PoolHeader), CACHE_LINE);
     l.slot_offset = l.desc_offset + std::size_t{capacity} * sizeof(BufferDesc);
-    l.control_size = align_up(l.slot_offset + std::size_t{max_consumers} * sizeof(SlotDesc), page);
+    l.ring_offset = l.slot_offset + std::size_t{max_consumers} * sizeof(SlotDesc);
+    l.control_size = align_up(l.ring_offset + std::size_t{capacity} * sizeof(std::uint32_t), page);
     l.meta_offset = l.control_size;
     l.meta_stride = align_up(meta_size, CACHE_LINE);
     l.data_offset = align_up(l.meta_offset + std::size_t{capacity} * l.meta_stride, page);

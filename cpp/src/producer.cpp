@@ -32,7 +32,11 @@ ProducerCore::~ProducerCore() { close(); }
 
 bool ProducerCore::claim_free(std::uint32_t &index) noexcept {
     const auto cap = params().capacity;
-    for (std::uint32_t i = 0; i < cap; ++i) {
+    // Start after the last buffer taken: in steady state the oldest one comes back first, so
+    // the first look usually hits and we touch one contended cache line, not all of them.
+    const std::uint32_t start = m_cursor.load(std::memory_order_relaxed);
+    for (std::uint32_t k = 0; k < cap; ++k) {
+        const std::uint32_t i = (start + k) % cap;
         if (m_owned[i].load(std::memory_order_relaxed) != 0 ||
             m_pins[i].load(std::memory_order_relaxed) != 0 ||
             m_seg->desc(i)->state.load(std::memory_order_seq_cst) != 0)
@@ -44,6 +48,7 @@ bool ProducerCore::claim_free(std::uint32_t &index) noexcept {
         if (m_pins[i].load(std::memory_order_acquire) == 0 &&
             m_seg->desc(i)->state.load(std::memory_order_acquire) == 0) {
             index = i;
+            m_cursor.store((i + 1) % cap, std::memory_order_relaxed);
             return true;
         }
         m_owned[i].store(0, std::memory_order_release);
@@ -188,7 +193,9 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
         d->meta_len = static_cast<std::uint32_t>(meta_len);
     }
     d->timestamp_ns = timestamp_ns >= 0 ? timestamp_ns : posix::monotonic_ns();
-    d->seq.store(m_next_seq.fetch_add(1, std::memory_order_relaxed), std::memory_order_relaxed);
+    const std::uint64_t seq = m_next_seq.fetch_add(1, std::memory_order_relaxed);
+    d->seq.store(seq, std::memory_order_relaxed);
+    m_seg->ring(seq)->store(idx, std::memory_order_relaxed);
 
     PoolHeader *h = m_seg->header();
     const std::uint64_t mask = queued_mask(h->active.load(std::memory_order_seq_cst));

@@ -44,6 +44,7 @@ private:
     std::unique_ptr<std::atomic<std::uint8_t>[]> m_owned;  // acquired by this producer
     std::unique_ptr<std::atomic<std::uint32_t>[]> m_pins;  // outside references (see BufferPin)
     std::atomic<std::uint64_t> m_next_seq{0};
+    std::atomic<std::uint32_t> m_cursor{0}; // where claim_free() starts looking
     std::atomic<std::int64_t> m_last_sweep_ns{0};
     std::atomic<bool> m_closed{false};
 };

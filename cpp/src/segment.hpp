@@ -66,6 +66,12 @@ public:
     SlotDesc *slot(std::uint32_t s) const noexcept {
         return reinterpret_cast<SlotDesc *>(m_control.data() + m_params.layout.slot_offset) + s;
     }
+    /// Where the producer notes which buffer carries `seq`: a hint for consumers, always checked.
+    std::atomic<std::uint32_t> *ring(std::uint64_t seq) const noexcept {
+        return reinterpret_cast<std::atomic<std::uint32_t> *>(m_control.data() +
+                                                             m_params.layout.ring_offset) +
+               seq % m_params.capacity;
+    }
     std::byte *data(std::uint32_t i) const noexcept {
         return m_payload.data() + (m_params.layout.data_offset - m_params.layout.control_size) +
                std::size_t{i} * m_params.layout.buffer_stride;

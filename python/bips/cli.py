@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import bips
 
@@ -37,9 +37,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bips", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bips {bips.__version__}")
-    parser.add_argument("--cmake-dir", action="store_true", help="print the CMake package directory")
-    parser.add_argument("--include-dir", action="store_true", help="print the C++ include directory")
-    parser.add_argument("--pkgconfig-dir", action="store_true", help="print the pkg-config directory")
+    parser.add_argument(
+        "--cmake-dir", action="store_true", help="print the CMake package directory"
+    )
+    parser.add_argument(
+        "--include-dir", action="store_true", help="print the C++ include directory"
+    )
+    parser.add_argument(
+        "--pkgconfig-dir", action="store_true", help="print the pkg-config directory"
+    )
     sub = parser.add_subparsers(dest="command")
     p_list = sub.add_parser("list", help="list the pools on this host")
     p_list.set_defaults(func=_cmd_list)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import time
 from typing import Any
 
@@ -20,8 +21,18 @@ HEIGHT, WIDTH = 360, 640
 def _pattern(seq: int) -> np.ndarray:
     """Colour bars that scroll one column per frame, plus the frame number in the first pixel."""
     bars = np.array(
-        [[255, 255, 255], [255, 255, 0], [0, 255, 255], [0, 255, 0],
-         [255, 0, 255], [255, 0, 0], [0, 0, 255], [0, 0, 0]], dtype=np.uint8)
+        [
+            [255, 255, 255],
+            [255, 255, 0],
+            [0, 255, 255],
+            [0, 255, 0],
+            [255, 0, 255],
+            [255, 0, 0],
+            [0, 0, 255],
+            [0, 0, 0],
+        ],
+        dtype=np.uint8,
+    )
     cols = (np.arange(WIDTH) + seq) * len(bars) // WIDTH % len(bars)
     return np.broadcast_to(bars[cols], (HEIGHT, WIDTH, 3))
 
@@ -59,27 +70,37 @@ def _consumer(name: str, index: int, results: Any) -> None:
             frame.release()
     elapsed = (time.monotonic_ns() - start) / 1e9 if start else 0.0
     lat = np.array(latencies or [0]) / 1000.0
-    results.put(("done", index, {
-        "frames": len(latencies),
-        "fps": len(latencies) / elapsed if elapsed > 0 else 0.0,
-        "p50_us": float(np.percentile(lat, 50)),
-        "p99_us": float(np.percentile(lat, 99)),
-        "address": address,
-        "mapping": where,
-        "pattern_ok": ok == checked,
-        "pid": os.getpid(),
-    }))
+    results.put(
+        (
+            "done",
+            index,
+            {
+                "frames": len(latencies),
+                "fps": len(latencies) / elapsed if elapsed > 0 else 0.0,
+                "p50_us": float(np.percentile(lat, 50)),
+                "p99_us": float(np.percentile(lat, 99)),
+                "address": address,
+                "mapping": where,
+                "pattern_ok": ok == checked,
+                "pid": os.getpid(),
+            },
+        )
+    )
 
 
 def run_demo(frames: int = 300, consumers: int = 3, fps: float = 0.0) -> int:
     name = f"demo-{os.getpid()}"
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    print(f"bips {bips.__version__} demo: pool '{name}', {HEIGHT}x{WIDTH}x3 uint8, capacity 8, "
-          f"{frames} frames, {consumers} consumer processes")
+    print(
+        f"bips {bips.__version__} demo: pool '{name}', {HEIGHT}x{WIDTH}x3 uint8, capacity 8, "
+        f"{frames} frames, {consumers} consumer processes"
+    )
     with bips.Producer(name, capacity=8, shape=(HEIGHT, WIDTH, 3), dtype="uint8") as prod:
-        procs = [ctx.Process(target=_consumer, args=(name, i, results), daemon=True)
-                 for i in range(consumers)]
+        procs = [
+            ctx.Process(target=_consumer, args=(name, i, results), daemon=True)
+            for i in range(consumers)
+        ]
         for p in procs:
             p.start()
         try:
@@ -105,7 +126,7 @@ def run_demo(frames: int = 300, consumers: int = 3, fps: float = 0.0) -> int:
             while len(done) < consumers and time.monotonic() < deadline:
                 try:
                     msg = results.get(timeout=1.0)
-                except Exception:
+                except queue.Empty:
                     continue
                 if msg[0] == "done":
                     done[msg[1]] = msg[2]
@@ -113,10 +134,14 @@ def run_demo(frames: int = 300, consumers: int = 3, fps: float = 0.0) -> int:
                 p.join(timeout=5)
                 if p.is_alive():
                     p.kill()
-    print(f"producer: {stats.published} frames published in {produced_s:.2f} s "
-          f"({stats.published / produced_s:,.0f} frames/s), {stats.dropped} dropped")
-    print(f"{'consumer':>8} {'pid':>7} {'frames':>7} {'fps':>9} {'p50 µs':>8} {'p99 µs':>8} "
-          f"{'pattern':>7}  array address -> backing file")
+    print(
+        f"producer: {stats.published} frames published in {produced_s:.2f} s "
+        f"({stats.published / produced_s:,.0f} frames/s), {stats.dropped} dropped"
+    )
+    print(
+        f"{'consumer':>8} {'pid':>7} {'frames':>7} {'fps':>9} {'p50 µs':>8} {'p99 µs':>8} "
+        f"{'pattern':>7}  array address -> backing file"
+    )
     failures = 0
     for i in range(consumers):
         r = done.get(i)
@@ -126,9 +151,14 @@ def run_demo(frames: int = 300, consumers: int = 3, fps: float = 0.0) -> int:
             continue
         zero_copy = r["mapping"] == f"/dev/shm/bips.{name}"
         failures += (not zero_copy) + (not r["pattern_ok"]) + (r["frames"] != frames)
-        print(f"{i:>8} {r['pid']:>7} {r['frames']:>7} {r['fps']:>9,.0f} {r['p50_us']:>8.1f} "
-              f"{r['p99_us']:>8.1f} {'ok' if r['pattern_ok'] else 'BAD':>7}  "
-              f"{r['address']:#x} -> {r['mapping']} ({'zero copy' if zero_copy else 'NOT shared'})")
-    print("every consumer read the producer's pixels in place: the arrays are the shared memory"
-          if failures == 0 else f"{failures} problem(s) found")
+        print(
+            f"{i:>8} {r['pid']:>7} {r['frames']:>7} {r['fps']:>9,.0f} {r['p50_us']:>8.1f} "
+            f"{r['p99_us']:>8.1f} {'ok' if r['pattern_ok'] else 'BAD':>7}  "
+            f"{r['address']:#x} -> {r['mapping']} ({'zero copy' if zero_copy else 'NOT shared'})"
+        )
+    print(
+        "every consumer read the producer's pixels in place: the arrays are the shared memory"
+        if failures == 0
+        else f"{failures} problem(s) found"
+    )
     return 0 if failures == 0 else 1

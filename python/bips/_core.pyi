@@ -1,0 +1,441 @@
+"""
+bips compiled core: shared-memory frame pools (use the `bips` package).
+"""
+from __future__ import annotations
+import numpy
+import typing
+import typing_extensions
+__all__: list[str] = ['Buffer', 'Consumer', 'ConsumerStats', 'CorruptPool', 'Error', 'Frame', 'IncompatiblePool', 'InvalidArgument', 'LAYOUT_VERSION', 'MAX_CAPACITY', 'MAX_CONSUMERS', 'MAX_DIMS', 'PoolBusy', 'PoolInfo', 'PoolNotFound', 'Producer', 'ProducerGone', 'ProducerStats', 'SlotInfo', 'Timeout', 'TooManyConsumers', 'list_pools', 'pool_info', 'reclaim_dead_consumers', 'remove_stale_pool', 'validate_name']
+class Error(Exception):
+    """
+    Base class of every bips error.
+    """
+class Timeout(Error, TimeoutError):
+    """
+    A blocking call ran out of time.
+    """
+class PoolNotFound(Error, FileNotFoundError):
+    """
+    No pool of that name exists.
+    """
+class IncompatiblePool(Error):
+    """
+    The pool was made by another layout version of bips.
+    """
+class CorruptPool(Error):
+    """
+    The segment under that name is not a valid bips pool.
+    """
+class ProducerGone(Error):
+    """
+    The producer closed or died and nothing is left to receive.
+    """
+class PoolBusy(Error):
+    """
+    A live producer already owns the pool.
+    """
+class TooManyConsumers(Error):
+    """
+    Every consumer slot of the pool is taken.
+    """
+class InvalidArgument(Error, ValueError):
+    """
+    A bad argument or a closed handle.
+    """
+class ProducerStats:
+    """
+    Producer counters (a snapshot).
+    """
+    def __repr__(self) -> str:
+        ...
+    def _asdict(self) -> dict:
+        ...
+    @property
+    def capacity(self) -> int:
+        ...
+    @property
+    def consumers(self) -> int:
+        ...
+    @property
+    def dropped(self) -> int:
+        ...
+    @property
+    def free(self) -> int:
+        ...
+    @property
+    def in_flight(self) -> int:
+        ...
+    @property
+    def published(self) -> int:
+        ...
+class ConsumerStats:
+    """
+    Consumer counters (a snapshot).
+    """
+    def __repr__(self) -> str:
+        ...
+    def _asdict(self) -> dict:
+        ...
+    @property
+    def dropped(self) -> int:
+        ...
+    @property
+    def held(self) -> int:
+        ...
+    @property
+    def queued(self) -> int:
+        ...
+    @property
+    def received(self) -> int:
+        ...
+    @property
+    def reconnects(self) -> int:
+        ...
+    @property
+    def skipped(self) -> int:
+        ...
+    @property
+    def slot(self) -> int:
+        ...
+class SlotInfo:
+    """
+    One consumer slot of a pool.
+    """
+    def __repr__(self) -> str:
+        ...
+    @property
+    def alive(self) -> bool:
+        ...
+    @property
+    def dropped(self) -> int:
+        ...
+    @property
+    def held(self) -> int:
+        ...
+    @property
+    def latest(self) -> bool:
+        ...
+    @property
+    def pid(self) -> int:
+        ...
+    @property
+    def queued(self) -> int:
+        ...
+    @property
+    def received(self) -> int:
+        ...
+    @property
+    def skipped(self) -> int:
+        ...
+    @property
+    def slot(self) -> int:
+        ...
+class PoolInfo:
+    """
+    A pool seen from outside (no attachment).
+    """
+    def __repr__(self) -> str:
+        ...
+    @property
+    def buffer_size(self) -> int:
+        ...
+    @property
+    def capacity(self) -> int:
+        ...
+    @property
+    def closed(self) -> bool:
+        ...
+    @property
+    def consumers(self) -> int:
+        ...
+    @property
+    def created_ns(self) -> int:
+        ...
+    @property
+    def dropped(self) -> int:
+        ...
+    @property
+    def dtype(self) -> typing.Any:
+        ...
+    @property
+    def error(self) -> typing.Any:
+        ...
+    @property
+    def file_size(self) -> int:
+        ...
+    @property
+    def free(self) -> int:
+        ...
+    @property
+    def max_consumers(self) -> int:
+        ...
+    @property
+    def meta_size(self) -> int:
+        ...
+    @property
+    def mode(self) -> int:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def owner(self) -> int:
+        ...
+    @property
+    def policy(self) -> str:
+        ...
+    @property
+    def producer_alive(self) -> bool:
+        ...
+    @property
+    def producer_pid(self) -> int:
+        ...
+    @property
+    def published(self) -> int:
+        ...
+    @property
+    def shape(self) -> tuple:
+        ...
+    @property
+    def slots(self) -> list[SlotInfo]:
+        ...
+class Frame:
+    """
+    A received, read-only frame that *is* shared memory.
+    
+    numpy(), np.asarray(frame), memoryview(frame) and the DLPack protocol all point into the pool.
+    The buffer goes back to the producer when the frame is released *and* every view made from it
+    is gone (release() never invalidates a live view).
+    """
+    def __array__(self, dtype: typing.Any = None, copy: typing.Any = None) -> typing.Any:
+        ...
+    def __dlpack__(self, *, stream: typing.Any = None, max_version: typing.Any = None, dl_device: typing.Any = None, copy: typing.Any = None) -> typing_extensions.CapsuleType:
+        ...
+    def __dlpack_device__(self) -> tuple[int, int]:
+        ...
+    def __enter__(self) -> typing.Any:
+        ...
+    def __exit__(self, *args) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def numpy(self) -> typing.Any:
+        """
+        A read-only numpy array of the frame (cached, zero copy).
+        """
+    def release(self) -> None:
+        """
+        Gives the frame back; deferred until every view made from it is gone. Idempotent.
+        """
+    @property
+    def dtype(self) -> numpy.dtype[typing.Any]:
+        ...
+    @property
+    def index(self) -> int:
+        ...
+    @property
+    def meta(self) -> bytes:
+        ...
+    @property
+    def nbytes(self) -> int:
+        ...
+    @property
+    def released(self) -> bool:
+        ...
+    @property
+    def seq(self) -> int:
+        ...
+    @property
+    def shape(self) -> tuple:
+        ...
+    @property
+    def timestamp_ns(self) -> int:
+        ...
+class Buffer:
+    """
+    A writable buffer acquired from a Producer.
+    
+    Fill it through numpy(), memoryview(buf) or DLPack, then Producer.publish(buf). Dropped without
+    publishing, it goes back to the pool. Views kept after publish() keep the buffer from being reused
+    until they die; do not write through them after publishing.
+    """
+    def __array__(self: typing_extensions.Buffer, dtype: typing.Any = None, copy: typing.Any = None) -> typing.Any:
+        ...
+    def __dlpack__(self: typing_extensions.Buffer, *, stream: typing.Any = None, max_version: typing.Any = None, dl_device: typing.Any = None, copy: typing.Any = None) -> typing_extensions.CapsuleType:
+        ...
+    def __dlpack_device__(self: typing_extensions.Buffer) -> tuple[int, int]:
+        ...
+    def __enter__(self) -> typing.Any:
+        ...
+    def __exit__(self: typing_extensions.Buffer, *args) -> None:
+        ...
+    def __repr__(self: typing_extensions.Buffer) -> str:
+        ...
+    def discard(self: typing_extensions.Buffer) -> None:
+        """
+        Gives the buffer back unpublished. Idempotent.
+        """
+    def numpy(self: typing_extensions.Buffer) -> typing.Any:
+        """
+        A writable numpy array over the buffer (cached, zero copy).
+        """
+    def set_format(self: typing_extensions.Buffer, shape: typing.Any, dtype: typing.Any = None) -> None:
+        """
+        Sets this frame's shape and dtype; raises InvalidArgument if it does not fit.
+        """
+    @property
+    def capacity(self) -> int:
+        ...
+    @property
+    def dtype(self) -> numpy.dtype[typing.Any]:
+        ...
+    @property
+    def index(self) -> int:
+        ...
+    @property
+    def nbytes(self) -> int:
+        ...
+    @nbytes.setter
+    def nbytes(self, arg1: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def published(self) -> bool:
+        ...
+    @property
+    def shape(self) -> tuple:
+        ...
+class Producer:
+    """
+    Creates a pool and publishes frames into it.
+    """
+    def __enter__(self) -> typing.Any:
+        ...
+    def __exit__(self, *args) -> None:
+        ...
+    def __init__(self, name: str, *, capacity: typing.SupportsInt | typing.SupportsIndex = 8, shape: typing.Any = None, dtype: typing.Any = 'uint8', buffer_size: typing.SupportsInt | typing.SupportsIndex = 0, policy: str = 'block', mode: typing.SupportsInt | typing.SupportsIndex = 384, meta_size: typing.SupportsInt | typing.SupportsIndex = 0, max_consumers: typing.SupportsInt | typing.SupportsIndex = 8) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def acquire(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> typing_extensions.Buffer:
+        """
+        A free buffer; waits up to `timeout` seconds (None: forever). Raises Timeout.
+        """
+    def close(self) -> None:
+        """
+        End of stream. Idempotent.
+        """
+    def publish(self, buffer: typing_extensions.Buffer, timestamp_ns: typing.SupportsInt | typing.SupportsIndex | None = None, meta: typing.Any = None) -> None:
+        """
+        Publishes `buffer` to every attached consumer.
+        """
+    def try_acquire(self) -> typing_extensions.Buffer | None:
+        """
+        A free buffer or None, without waiting.
+        """
+    @property
+    def buffer_size(self) -> int:
+        ...
+    @property
+    def capacity(self) -> int:
+        ...
+    @property
+    def closed(self) -> bool:
+        ...
+    @property
+    def dtype(self) -> numpy.dtype[typing.Any]:
+        ...
+    @property
+    def max_consumers(self) -> int:
+        ...
+    @property
+    def meta_size(self) -> int:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def policy(self) -> str:
+        ...
+    @property
+    def shape(self) -> tuple:
+        ...
+    @property
+    def stats(self) -> ProducerStats:
+        ...
+class Consumer:
+    """
+    Attaches to a pool and receives every frame in order.
+    """
+    def __enter__(self) -> typing.Any:
+        ...
+    def __exit__(self, *args) -> None:
+        ...
+    def __init__(self, name: str, *, latest: bool = False, timeout: typing.SupportsFloat | typing.SupportsIndex | None = 0.0, reconnect: bool = False, spin: typing.SupportsFloat | typing.SupportsIndex = 0.0) -> None:
+        ...
+    def __iter__(self) -> typing.Any:
+        ...
+    def __next__(self) -> Frame:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def close(self) -> None:
+        """
+        Detaches; frames still held stay valid until released. Idempotent.
+        """
+    def receive(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> Frame:
+        """
+        The next frame; waits up to `timeout` seconds (None: forever). Raises Timeout, or ProducerGone once the producer is gone and nothing is queued.
+        """
+    def try_receive(self) -> Frame | None:
+        """
+        The next frame if one is queued, else None.
+        """
+    @property
+    def buffer_size(self) -> int:
+        ...
+    @property
+    def capacity(self) -> int:
+        ...
+    @property
+    def closed(self) -> bool:
+        ...
+    @property
+    def dtype(self) -> numpy.dtype[typing.Any]:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def policy(self) -> str:
+        ...
+    @property
+    def shape(self) -> tuple:
+        ...
+    @property
+    def stats(self) -> ConsumerStats:
+        ...
+def list_pools() -> list[PoolInfo]:
+    """
+    Every bips pool under /dev/shm, read without attaching.
+    """
+def pool_info(name: str) -> PoolInfo:
+    """
+    One pool's details with a row per consumer slot.
+    """
+def reclaim_dead_consumers(name: str) -> int:
+    """
+    Gives back what dead consumers of pool `name` held; returns the slots reclaimed.
+    """
+def remove_stale_pool(name: str) -> bool:
+    """
+    Removes pool `name` if no producer and no consumer is alive; True if removed.
+    """
+def validate_name(name: str) -> None:
+    """
+    Raises InvalidArgument for a bad pool name.
+    """
+LAYOUT_VERSION: int = 1
+MAX_CAPACITY: int = 1024
+MAX_CONSUMERS: int = 32
+MAX_DIMS: int = 8
+__version__: str = '0.1.0'
