@@ -370,7 +370,12 @@ void Buffer::set_nbytes(std::size_t nbytes) {
     if (nbytes > capacity())
         throw InvalidArgument("nbytes " + std::to_string(nbytes) + " exceeds the buffer size " +
                               std::to_string(capacity()));
-    m_core->segment().desc(m_index)->nbytes = nbytes;
+    auto *d = m_core->segment().desc(m_index);
+    d->nbytes = nbytes;
+    d->ndim = 1; // a variable-size payload is a flat byte frame
+    d->shape[0] = static_cast<std::int64_t>(nbytes);
+    d->dtype_code = UINT8.code;
+    d->dtype_bits = UINT8.bits;
 }
 
 std::byte *Buffer::meta() const noexcept {

@@ -520,6 +520,11 @@ public:
         m_array = py::object(); // the cached array had the old format
     }
 
+    void set_nbytes(std::size_t n) {
+        live().set_nbytes(n);
+        m_array = py::object(); // the cached array had the old format
+    }
+
     // Hands the C++ buffer to `publish`; views (if any) keep it pinned until they die.
     bips::Buffer take() {
         bips::Buffer b = std::move(live());
@@ -729,7 +734,8 @@ until they die; do not write through them after publishing.)doc");
         .def("set_format", &PyBuffer::set_format, py::arg("shape"), py::arg("dtype") = py::none(),
              "Sets this frame's shape and dtype; raises InvalidArgument if it does not fit.")
         .def_property("nbytes", [](const PyBuffer &b) { return b.live().nbytes(); },
-                      [](PyBuffer &b, std::size_t n) { b.live().set_nbytes(n); })
+                      [](PyBuffer &b, std::size_t n) { b.set_nbytes(n); },
+                      "Bytes this frame carries; setting it makes a flat uint8 frame of that size.")
         .def_property_readonly("shape", [](const PyBuffer &b) {
             auto &x = b.live();
             return shape_tuple(x.dims(), x.ndim());

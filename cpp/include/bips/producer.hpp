@@ -66,7 +66,8 @@ public:
     /// Sets this frame's shape and dtype; throws InvalidArgument if it does not fit the buffer.
     void set_format(const Shape &shape, DType dtype);
     void set_format(const std::int64_t *dims, std::size_t ndim, DType dtype);
-    /// Sets the number of bytes used (for variable-size payloads); throws InvalidArgument if too big.
+    /// Makes this a variable-size payload: a flat uint8 frame of `nbytes` bytes. Throws
+    /// InvalidArgument if it exceeds capacity().
     void set_nbytes(std::size_t nbytes);
 
     /// The per-frame user metadata area (meta_capacity() bytes, fixed at pool creation).
