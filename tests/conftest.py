@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from typing import Iterator
@@ -13,9 +14,14 @@ import pytest
 SHM_DIR = "/dev/shm"
 
 
+# Names made by unique_name() in this session: "<letters><pid>-<hex>". Only those are checked, so
+# that test sessions running side by side never judge (or delete) each other's pools.
+_OURS = re.compile(rf"^bips\.[A-Za-z_]*{os.getpid()}-")
+
+
 def bips_entries() -> set[str]:
     try:
-        return {n for n in os.listdir(SHM_DIR) if n.startswith("bips.")}
+        return {n for n in os.listdir(SHM_DIR) if _OURS.match(n)}
     except FileNotFoundError:
         return set()
 

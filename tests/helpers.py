@@ -9,13 +9,16 @@ API (everything else in this file is private)::
     rc, out, err = reap(proc, timeout=5.0)       # wait up to timeout, then SIGKILL; always waits
     rc = kill_and_reap(proc, sig=SIGKILL)        # send a signal now, then reap
     with child(code, *args) as proc: ...         # spawn_python + reap on exit, even on failure
+    wait_until(predicate, timeout=5.0) -> bool   # polls every 10 ms; False on timeout
     fill(arr, seq) / check(arr, seq) -> bool     # content derived from seq, for frame payloads
     pool_path(name) -> "/dev/shm/bips.NAME"
 
 Children run with ``bips``, ``numpy as np``, ``json``, ``os``, ``sys``, ``time`` and ``signal``
 already imported, plus ``emit(**fields)`` which prints one JSON line to stdout and flushes,
 ``fill``/``check`` (same as above), and they die with SIGKILL when the test process dies
-(``PR_SET_PDEATHSIG``), so a crashed test never leaves orphans holding pools open.
+(``PR_SET_PDEATHSIG``), so a crashed test never leaves orphans holding pools open. (That
+signal follows the *thread* that spawned the child: spawn from the main thread, or from a
+thread that outlives the child.)
 Children report results with ``emit(...)``; the parent reads them with ``read_message``.
 stdout is reserved for those lines; stderr is captured and shown by ``ChildError`` / ``reap``.
 """
@@ -30,13 +33,14 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "ChildError",
     "PRELUDE",
+    "ChildError",
     "check",
     "child",
     "fill",
@@ -45,6 +49,7 @@ __all__ = [
     "read_message",
     "reap",
     "spawn_python",
+    "wait_until",
 ]
 
 SHM_DIR = "/dev/shm"
@@ -55,7 +60,7 @@ def pool_path(name: str) -> str:
     return os.path.join(SHM_DIR, "bips." + name)
 
 
-def fill(arr: "np.ndarray[Any, Any]", seq: int) -> None:
+def fill(arr: np.ndarray[Any, Any], seq: int) -> None:
     """Writes a payload derived from ``seq`` into a writable byte-addressable array: the first 8
     bytes hold ``seq`` as little-endian uint64, the rest ``(seq * 31 + i) & 0xFF``."""
     flat = arr.reshape(-1).view(np.uint8)
@@ -67,14 +72,14 @@ def fill(arr: "np.ndarray[Any, Any]", seq: int) -> None:
         flat[8:] = ((seq * 31 + np.arange(8, n, dtype=np.uint64)) & 0xFF).astype(np.uint8)
 
 
-def check(arr: "np.ndarray[Any, Any]", seq: int) -> bool:
+def check(arr: np.ndarray[Any, Any], seq: int) -> bool:
     """True if ``arr`` holds exactly what ``fill(arr, seq)`` wrote."""
     want = np.empty(arr.nbytes, dtype=np.uint8)
     fill(want, seq)
     return bool(np.array_equal(np.ascontiguousarray(arr).reshape(-1).view(np.uint8), want))
 
 
-PRELUDE = r'''
+PRELUDE = r"""
 import ctypes, json, os, signal, sys, time
 try:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
@@ -100,14 +105,26 @@ def check(arr, seq):
     want = np.empty(arr.nbytes, dtype=np.uint8)
     fill(want, seq)
     return bool(np.array_equal(np.ascontiguousarray(arr).reshape(-1).view(np.uint8), want))
-'''
+"""
+
+
+def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Calls ``predicate()`` every ``interval`` seconds until it is true (returns True) or
+    ``timeout`` seconds have passed (returns False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
 
 
 class ChildError(AssertionError):
     """A child did not report what the test expected (it exited, or timed out)."""
 
 
-def spawn_python(code: str, *args: Any, env: Optional[dict] = None) -> "subprocess.Popen[bytes]":
+def spawn_python(code: str, *args: Any, env: dict | None = None) -> subprocess.Popen[bytes]:
     """Starts ``sys.executable -c PRELUDE + code`` with ``args`` (converted with ``str``) in
     ``sys.argv[1:]``. stdout and stderr are pipes; read stdout with ``read_message`` and always
     finish with ``reap`` (or use ``child``). ``env`` is merged over ``os.environ``."""
@@ -126,7 +143,7 @@ def spawn_python(code: str, *args: Any, env: Optional[dict] = None) -> "subproce
     return proc
 
 
-def _stderr_of(proc: "subprocess.Popen[bytes]") -> str:
+def _stderr_of(proc: subprocess.Popen[bytes]) -> str:
     if proc.poll() is None or proc.stderr is None:
         return "<still running>"
     try:
@@ -135,7 +152,7 @@ def _stderr_of(proc: "subprocess.Popen[bytes]") -> str:
         return "<unavailable>"
 
 
-def read_message(proc: "subprocess.Popen[bytes]", timeout: float = 5.0) -> dict:
+def read_message(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> dict:
     """Returns the next JSON line the child printed with ``emit``. Raises ``ChildError`` if the
     child closes stdout (exits) or prints nothing within ``timeout`` seconds."""
     assert proc.stdout is not None
@@ -170,7 +187,7 @@ def read_message(proc: "subprocess.Popen[bytes]", timeout: float = 5.0) -> dict:
         proc._bips_buf = buf + chunk  # type: ignore[attr-defined]
 
 
-def reap(proc: "subprocess.Popen[bytes]", timeout: float = 5.0) -> "tuple[int, str, str]":
+def reap(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> tuple[int, str, str]:
     """Waits up to ``timeout`` seconds for the child to exit, then SIGKILLs it and waits.
     Returns ``(returncode, rest_of_stdout, stderr)``; the return code is negative for a signal."""
     try:
@@ -184,9 +201,9 @@ def reap(proc: "subprocess.Popen[bytes]", timeout: float = 5.0) -> "tuple[int, s
 
 
 @contextlib.contextmanager
-def child(code: str, *args: Any, env: Optional[dict] = None, timeout: float = 5.0) -> Iterator[
-    "subprocess.Popen[bytes]"
-]:
+def child(
+    code: str, *args: Any, env: dict | None = None, timeout: float = 5.0
+) -> Iterator[subprocess.Popen[bytes]]:
     """``spawn_python`` as a context manager: on exit the child gets ``timeout`` seconds to
     finish, then is killed; it is always waited for."""
     proc = spawn_python(code, *args, env=env)
@@ -200,7 +217,7 @@ def child(code: str, *args: Any, env: Optional[dict] = None, timeout: float = 5.
                 f.close()
 
 
-def kill_and_reap(proc: "subprocess.Popen[bytes]", sig: int = signal.SIGKILL) -> int:
+def kill_and_reap(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> int:
     """Sends ``sig`` and waits (up to 5 s, then SIGKILL). Returns the return code."""
     if proc.poll() is None:
         proc.send_signal(sig)

@@ -111,17 +111,21 @@ public:
         for (int round = 0; round < 1000; ++round) {
             std::uint32_t best = cap;
             std::uint64_t best_seq = 0;
-            for (std::uint32_t i = 0; i < cap; ++i) {
-                if (!(m_seg->desc(i)->state.load(std::memory_order_acquire) & qb))
-                    continue;
-                std::uint64_t s = m_seg->desc(i)->seq.load(std::memory_order_relaxed);
-                if (best == cap || (m_latest ? s > best_seq : s < best_seq)) {
-                    best = i;
-                    best_seq = s;
-                }
-            }
-            if (best == cap)
+            if (!scan(best, best_seq))
                 return false;
+            if (!m_latest) {
+                // One scan is not a snapshot: a frame published just before `best_seq` may sit in
+                // a buffer we looked at too early. Having seen best_seq, a second scan cannot
+                // miss it (the producer published it first), so scan until two scans agree.
+                std::uint32_t again = cap;
+                std::uint64_t again_seq = 0;
+                while (scan(again, again_seq) && (again != best || again_seq != best_seq)) {
+                    best = again;
+                    best_seq = again_seq;
+                }
+                if (again == cap)
+                    continue; // what we saw was taken back meanwhile
+            }
             if (!take(best))
                 continue; // taken back by a drop_oldest producer meanwhile
             if (m_seg->desc(best)->seq.load(std::memory_order_acquire) != best_seq) {
@@ -165,6 +169,23 @@ public:
     std::uint64_t instance() const noexcept { return m_instance; }
 
 private:
+    // The queued frame with the lowest seq (highest with latest=true); false if none.
+    bool scan(std::uint32_t &best, std::uint64_t &best_seq) const noexcept {
+        const std::uint32_t cap = m_seg->params().capacity;
+        const std::uint64_t qb = queued_bit(m_slot);
+        best = cap;
+        for (std::uint32_t i = 0; i < cap; ++i) {
+            if (!(m_seg->desc(i)->state.load(std::memory_order_acquire) & qb))
+                continue;
+            std::uint64_t s = m_seg->desc(i)->seq.load(std::memory_order_relaxed);
+            if (best == cap || (m_latest ? s > best_seq : s < best_seq)) {
+                best = i;
+                best_seq = s;
+            }
+        }
+        return best != cap;
+    }
+
     bool take(std::uint32_t i) noexcept {
         auto &state = m_seg->desc(i)->state;
         const std::uint64_t qb = queued_bit(m_slot), hb = held_bit(m_slot);

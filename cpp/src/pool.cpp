@@ -126,12 +126,6 @@ unsigned reclaim_dead_consumers(const std::string &name) {
     return seg->sweep_dead(std::chrono::seconds(1));
 }
 
-bool remove_stale_pool(const std::string &name) {
-    detail::OpenStatus status;
-    auto seg = detail::Segment::open(name, detail::Access::consumer, &status);
-    if (!seg)
-        return false;
-    return seg->unlink_if_abandoned();
-}
+bool remove_stale_pool(const std::string &name) { return detail::remove_if_unused(name); }
 
 } // namespace bips

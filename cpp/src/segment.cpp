@@ -147,6 +147,53 @@ bool read_exact(int fd, void *out, std::size_t n, off_t off) {
     return r == static_cast<ssize_t>(n);
 }
 
+enum class FileKind { empty, zeroed, bips, foreign };
+
+// What a file under a pool name is, from its first bytes. `zeroed` (sized, header still all
+// zero) is what a creator killed before writing the header leaves behind.
+FileKind classify(int fd, const struct stat &st) {
+    if (!S_ISREG(st.st_mode))
+        return FileKind::foreign;
+    const auto size = static_cast<std::size_t>(st.st_size);
+    if (size == 0)
+        return FileKind::empty;
+    char head[sizeof(PoolHeader)] = {};
+    std::size_t n = std::min(size, sizeof(head));
+    if (!read_exact(fd, head, n, 0))
+        return FileKind::foreign;
+    if (n >= sizeof(MAGIC) && std::memcmp(head, MAGIC, sizeof(MAGIC)) == 0)
+        return FileKind::bips;
+    for (std::size_t i = 0; i < n; ++i)
+        if (head[i] != 0)
+            return FileKind::foreign;
+    return FileKind::zeroed;
+}
+
+// Unlinks `shm` if `fd` is a bips file (or the remains of one) that no process uses, holding
+// its producer lock meanwhile so that no producer can start on it. True if removed.
+bool unlink_if_unused(int fd, const std::string &shm) {
+    if (!posix::ofd_try_lock(fd, LOCK_PRODUCER))
+        return false; // a producer lives (or another cleaner is at work)
+    bool removed = false;
+    try {
+        struct stat st = posix::fstat_file(fd, shm);
+        bool ours = classify(fd, st) != FileKind::foreign;
+        bool anyone = false;
+        for (std::uint32_t s = 0; ours && s < MAX_CONSUMERS && !anyone; ++s)
+            anyone = posix::ofd_is_locked(fd, LOCK_SLOT_BASE + static_cast<off_t>(s));
+        if (ours && !anyone) {
+            posix::File again = posix::shm_open_file(shm, O_RDONLY, 0, ENOENT, EACCES);
+            if (again && same_file(posix::fstat_file(again.get(), shm), st)) {
+                ::shm_unlink(shm.c_str());
+                removed = true;
+            }
+        }
+    } catch (...) {
+    }
+    posix::ofd_unlock(fd, LOCK_PRODUCER);
+    return removed;
+}
+
 std::uint64_t random_id() {
     std::random_device rd;
     return (std::uint64_t{rd()} << 32) ^ rd() ^ static_cast<std::uint64_t>(posix::monotonic_ns());
@@ -212,6 +259,15 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
             // Lock before sizing: anyone who opens it meanwhile sees a live creator.
             if (!posix::ofd_try_lock(f.get(), LOCK_PRODUCER))
                 continue; // someone judged it stale and will unlink it; start again
+            {
+                // Between our O_EXCL create and our lock another producer may have taken the
+                // empty file for a dead one and replaced it. Holding the lock, the name can no
+                // longer change under us, so one check settles it.
+                struct stat mine = posix::fstat_file(f.get(), shm);
+                posix::File again = posix::shm_open_file(shm, O_RDONLY, 0, ENOENT, EACCES);
+                if (!again || !same_file(posix::fstat_file(again.get(), shm), mine))
+                    continue;
+            }
             std::shared_ptr<Segment> seg(new Segment());
             seg->m_name = name;
             seg->m_shm_name = shm;
@@ -292,13 +348,9 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
         if (!locked)
             throw PoolBusy("pool '" + name + "' already has a live producer");
         struct stat st = posix::fstat_file(old.get(), shm);
-        if (st.st_size > 0) {
-            char magic[sizeof(MAGIC)] = {};
-            if (!read_exact(old.get(), magic, sizeof(magic), 0) ||
-                std::memcmp(magic, MAGIC, sizeof(MAGIC)) != 0)
-                throw CorruptPool(pool_path(name) +
-                                  " exists and is not a bips pool; remove it by hand if it is yours");
-        }
+        if (classify(old.get(), st) == FileKind::foreign)
+            throw CorruptPool(pool_path(name) +
+                              " exists and is not a bips pool; remove it by hand if it is yours");
         posix::File again = posix::shm_open_file(shm, O_RDONLY, 0, ENOENT);
         if (again && same_file(posix::fstat_file(again.get(), shm), st))
             ::shm_unlink(shm.c_str());
@@ -316,6 +368,8 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
         return nullptr;
     }
     struct stat st = posix::fstat_file(f.get(), shm);
+    if (!S_ISREG(st.st_mode))
+        corrupt(name, "not a regular file");
     auto size = static_cast<std::size_t>(st.st_size);
     auto unready = [&]() -> std::shared_ptr<Segment> {
         *status = posix::ofd_is_locked(f.get(), LOCK_PRODUCER) ? OpenStatus::initializing
@@ -339,8 +393,11 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
     {
         posix::Mapping head(f.get(), head_len, 0, PROT_READ, shm);
         const auto *h = reinterpret_cast<const PoolHeader *>(head.data());
-        if (std::memcmp(h->magic, MAGIC, sizeof(MAGIC)) != 0)
+        if (std::memcmp(h->magic, MAGIC, sizeof(MAGIC)) != 0) {
+            if (classify(f.get(), st) == FileKind::zeroed)
+                return unready(); // sized but not written yet: being created, or creator died
             corrupt(name, "bad magic");
+        }
         if (h->layout_version != LAYOUT_VERSION)
             throw IncompatiblePool("pool '" + name + "' has layout version " +
                                    std::to_string(h->layout_version) + "; this bips reads version " +
@@ -391,11 +448,13 @@ void Segment::clear_slot(std::uint32_t s) noexcept {
     PoolHeader *h = header();
     const std::uint64_t bit = queued_bit(s);
     h->active.fetch_and(~bit, std::memory_order_seq_cst);
-    h->attached.fetch_and(~bit, std::memory_order_seq_cst);
     h->sleepers.fetch_and(~bit, std::memory_order_seq_cst);
     const std::uint64_t both = queued_bit(s) | held_bit(s);
     for (std::uint32_t i = 0; i < m_params.capacity; ++i)
         desc(i)->state.fetch_and(~both, std::memory_order_seq_cst);
+    // Last: a process killed before this point leaves the slot attached, and the next sweep
+    // finishes the job.
+    h->attached.fetch_and(~bit, std::memory_order_seq_cst);
     wake_producer();
 }
 
@@ -463,23 +522,16 @@ void Segment::unlink_if_mine() const noexcept {
     }
 }
 
-bool Segment::unlink_if_abandoned() const noexcept {
-    try {
-        if (!posix::ofd_try_lock(fd(), LOCK_PRODUCER))
-            return false; // a producer lives (or another cleaner is at work)
-        bool removed = false;
-        bool anyone = false;
-        for (std::uint32_t s = 0; s < m_params.max_consumers && !anyone; ++s)
-            anyone = slot_alive(s);
-        if (!anyone && name_refers_to_me()) {
-            ::shm_unlink(m_shm_name.c_str());
-            removed = true;
-        }
-        posix::ofd_unlock(fd(), LOCK_PRODUCER);
-        return removed;
-    } catch (...) {
+bool Segment::unlink_if_abandoned() const noexcept { return unlink_if_unused(fd(), m_shm_name); }
+
+bool remove_if_unused(const std::string &name) {
+    std::string shm = shm_name_for(name);
+    posix::File f = posix::shm_open_file(shm, O_RDWR, 0, ENOENT);
+    if (!f)
         return false;
-    }
+    if (classify(f.get(), posix::fstat_file(f.get(), shm)) == FileKind::foreign)
+        throw CorruptPool(pool_path(name) + " is not a bips pool; left alone");
+    return unlink_if_unused(f.get(), shm);
 }
 
 std::uint32_t Segment::count_free() const noexcept {

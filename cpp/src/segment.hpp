@@ -16,6 +16,9 @@ namespace bips::detail {
 
 std::string shm_name_for(const std::string &name);
 
+/// Removes pool `name` if it is a bips pool, or the remains of one, that no live process uses.
+bool remove_if_unused(const std::string &name);
+
 /// Validated, process-local copy of the pool parameters. Never re-read from shared memory.
 struct Params {
     std::uint32_t capacity = 0;

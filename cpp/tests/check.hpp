@@ -51,12 +51,14 @@ std::string type_name(const std::type_info &type);
 
 template <class T, class = void> struct Streamable : std::false_type {};
 template <class T>
-struct Streamable<T, std::void_t<decltype(std::declval<std::ostream &>() << std::declval<const T &>())>>
+struct Streamable<
+    T, std::void_t<decltype(std::declval<std::ostream &>() << std::declval<const T &>())>>
     : std::true_type {};
 
 template <class T, class = void> struct Iterable : std::false_type {};
 template <class T>
-struct Iterable<T, std::void_t<decltype(std::begin(std::declval<const T &>()))>> : std::true_type {};
+struct Iterable<T, std::void_t<decltype(std::begin(std::declval<const T &>()))>> : std::true_type {
+};
 
 inline std::string show(bips::DType d) { return d.name(); }
 
@@ -95,9 +97,11 @@ template <class A, class B> bool equal(const A &a, const B &b) {
         // Compare mixed signed/unsigned integers by value, not by C++ promotion rules.
         if constexpr (std::is_signed_v<A> != std::is_signed_v<B>) {
             if constexpr (std::is_signed_v<A>) {
-                return a >= 0 && static_cast<unsigned long long>(a) == static_cast<unsigned long long>(b);
+                return a >= 0 &&
+                       static_cast<unsigned long long>(a) == static_cast<unsigned long long>(b);
             } else {
-                return b >= 0 && static_cast<unsigned long long>(a) == static_cast<unsigned long long>(b);
+                return b >= 0 &&
+                       static_cast<unsigned long long>(a) == static_cast<unsigned long long>(b);
             }
         } else {
             return a == b;
@@ -120,8 +124,8 @@ bool check_eq(const char *file, int line, const char *ea, const char *eb, const 
 
 #define BIPS_TEST(name)                                                                            \
     static void bips_test_##name();                                                                \
-    static const ::bips::test::Registrar bips_registrar_##name(#name, &bips_test_##name,           \
-                                                               __FILE__, __LINE__);                \
+    static const ::bips::test::Registrar bips_registrar_##name(#name, &bips_test_##name, __FILE__, \
+                                                               __LINE__);                          \
     static void bips_test_##name()
 
 #define CHECK(cond)                                                                                \

@@ -14,8 +14,8 @@
 #include <functional>
 #include <optional>
 #include <string>
-#include <thread>
 #include <sys/types.h>
+#include <thread>
 #include <vector>
 
 namespace bips::test {
@@ -47,7 +47,7 @@ bool wait_until(const std::function<bool()> &pred, std::chrono::milliseconds tim
 /// A forked child process. The destructor SIGKILLs and reaps it if nobody waited for it, so a
 /// failing test never leaves a process behind.
 class Child {
-public:
+  public:
     Child() = default;
     /// Forks; the child arms alarm(alarm_s) as a hard stop, runs `body`, and _exit()s with its
     /// return value, or 100 + n if n checks failed in it, or 99 if it threw.
@@ -65,13 +65,13 @@ public:
     /// SIGKILLs the child and reaps it.
     void kill();
 
-private:
+  private:
     pid_t m_pid = -1;
 };
 
 /// A pipe: a child writes one byte to say "ready", the parent waits for it with a timeout.
 class Pipe {
-public:
+  public:
     Pipe();
     Pipe(const Pipe &) = delete;
     Pipe &operator=(const Pipe &) = delete;
@@ -80,7 +80,7 @@ public:
     /// The next byte, or -1 if none came within `timeout` (or the writer closed its end).
     int wait(std::chrono::milliseconds timeout) const;
 
-private:
+  private:
     int m_fd[2] = {-1, -1};
 };
 
@@ -91,13 +91,13 @@ std::vector<unsigned char> read_shm_file(const std::string &name);
 
 /// Unlinks /dev/shm/bips.NAME when it goes out of scope (for files the tests forge).
 class ScopedUnlink {
-public:
+  public:
     explicit ScopedUnlink(std::string name) : m_name(std::move(name)) {}
     ScopedUnlink(const ScopedUnlink &) = delete;
     ScopedUnlink &operator=(const ScopedUnlink &) = delete;
     ~ScopedUnlink();
 
-private:
+  private:
     std::string m_name;
 };
 

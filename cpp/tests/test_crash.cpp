@@ -49,7 +49,30 @@ BIPS_TEST(producer_crash_gives_producer_gone) {
     CHECK(has_pattern(g.data(), g.nbytes(), 5));
     // ...while the old consumer, still holding old frames, stays on the dead pool.
     CHECK(has_pattern(f0.data(), f0.nbytes(), 0));
+    CHECK_THROWS_AS(cons.receive(1s), ProducerGone);
+}
+
+BIPS_TEST(producer_gone_after_crash_is_final) {
+    // Once receive() has said ProducerGone for a crashed producer, every later call says so too
+    // (as after a clean close): the dead producer cannot come back to this segment.
+    const std::string name = unique_name();
+    Pipe ready;
+    Child child = Child::fork([&]() -> int {
+        Producer prod(name, small_pool(2));
+        if (!wait_until([&] { return prod.stats().consumers == 1; }, 5000ms))
+            return 3;
+        ready.signal();
+        ::pause();
+        return 4;
+    });
+    ConsumerOptions co;
+    co.wait = 5s;
+    Consumer cons(name, co);
+    REQUIRE_EQ(ready.wait(5000ms), '!');
+    child.kill();
+    CHECK_THROWS_AS(cons.receive(5s), ProducerGone);
     CHECK_THROWS_AS(cons.try_receive(), ProducerGone);
+    CHECK_THROWS_AS(cons.try_receive_for(0ms), ProducerGone);
 }
 
 BIPS_TEST(producer_crash_wakes_a_waiting_consumer) {
@@ -278,4 +301,36 @@ BIPS_TEST(too_many_consumers) {
     }
     CHECK_EQ(pb.stats().consumers, MAX_CONSUMERS);
     CHECK_EQ(pb.stats().free, 2u);
+}
+
+BIPS_TEST(forked_child_destroying_inherited_handles_leaves_parent_alone) {
+    // A child made by fork() has copies of the parent's Producer, Consumer and Frames. When it
+    // destroys them (returning from the scope that owns them, or a Python child finalizing its
+    // objects at exit) the parent's pool must not change: it was the parent's, not the child's.
+    const std::string name = unique_name();
+    std::optional<Producer> prod(std::in_place, name, small_pool(2, 256));
+    std::optional<Consumer> cons(std::in_place, name);
+    publish_pattern(*prod, 0);
+    std::optional<Frame> held(cons->receive(1s));
+    Child child = Child::fork([&]() -> int {
+        held.reset();
+        cons.reset();
+        prod.reset();
+        return 0;
+    });
+    CHECK_EQ(child.wait(10s), 0);
+
+    // Nothing of the parent's pool changed:
+    CHECK(shm_exists(name)); // not unlinked by the child's ~Producer,
+    if (shm_exists(name))
+        CHECK(!pool_info(name).closed);    // nor marked closed;
+    CHECK_EQ(cons->stats().held, 1u);      // the parent still holds its frame,
+    CHECK_EQ(prod->stats().consumers, 1u); // its consumer is still attached
+    CHECK_EQ(prod->stats().free, 1u);      // (so only one buffer is free)
+    publish_pattern(*prod, 1);
+    auto f = cons->try_receive_for(1s);
+    CHECK(f.has_value()); // and still receives new frames.
+    if (f)
+        CHECK_EQ(f->seq(), 1u);
+    CHECK(has_pattern(held->data(), held->nbytes(), 0));
 }

@@ -2,6 +2,8 @@
 // Who owns a buffer when: unpublished Buffers, dropped Frames, BufferPins, closed handles.
 #include "support.hpp"
 
+#include <atomic>
+
 using namespace bips;
 using namespace bips::test;
 
@@ -212,4 +214,37 @@ BIPS_TEST(frame_outlives_consumer_and_producer) {
     CHECK(!shm_exists(name));
     CHECK(has_pattern(f.data(), f.nbytes(), 11));
     f.release();
+}
+
+BIPS_TEST(close_wakes_blocked_acquire_and_refuses_publish) {
+    const std::string name = unique_name();
+    Producer prod(name, small_pool(2));
+    Consumer cons(name);
+    Buffer early = prod.acquire(1s);
+    publish_pattern(prod, 0); // the other buffer, now queued: the pool is full
+    std::atomic<bool> threw_invalid{false};
+    std::atomic<double> waited{0};
+    std::thread blocked([&] {
+        auto t0 = std::chrono::steady_clock::now();
+        try {
+            prod.acquire(10s);
+        } catch (const InvalidArgument &) {
+            threw_invalid = true;
+        } catch (const std::exception &e) {
+            fail(__FILE__, __LINE__, std::string("acquire threw ") + e.what());
+        }
+        waited = seconds_since(t0);
+    });
+    std::this_thread::sleep_for(80ms);
+    prod.close();
+    blocked.join();
+    CHECK(threw_invalid.load());
+    CHECK(waited.load() < 1.0 * SLOWDOWN);
+    // A buffer acquired before close() cannot be published after it (and is given back).
+    CHECK_THROWS_AS(prod.publish(std::move(early)), InvalidArgument);
+    CHECK(!early);
+    // What was published before close() is still delivered.
+    Frame f = cons.receive(1s);
+    CHECK(has_pattern(f.data(), f.nbytes(), 0));
+    CHECK_THROWS_AS(cons.receive(1s), ProducerGone);
 }

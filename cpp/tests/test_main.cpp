@@ -67,8 +67,8 @@ int failures() { return g_failures.load(std::memory_order_relaxed); }
 
 std::string type_name(const std::type_info &type) {
     int status = 0;
-    std::unique_ptr<char, void (*)(void *)> s(abi::__cxa_demangle(type.name(), nullptr, nullptr, &status),
-                                              std::free);
+    std::unique_ptr<char, void (*)(void *)> s(
+        abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), std::free);
     return status == 0 && s ? std::string(s.get()) : std::string(type.name());
 }
 
@@ -121,8 +121,7 @@ Child Child::fork(const std::function<int()> &body, unsigned alarm_s) {
         } catch (const Abort &) {
             rc = 98;
         } catch (const std::exception &e) {
-            fail(__FILE__, __LINE__,
-                 "child threw " + type_name(typeid(e)) + ": " + e.what());
+            fail(__FILE__, __LINE__, "child threw " + type_name(typeid(e)) + ": " + e.what());
             rc = 99;
         } catch (...) {
             rc = 99;
@@ -171,7 +170,8 @@ int Child::wait(std::chrono::milliseconds timeout) {
             return -1;
         }
         if (std::chrono::steady_clock::now() >= deadline) {
-            fail(__FILE__, __LINE__, "child " + std::to_string(m_pid) + " ran past its timeout; killed");
+            fail(__FILE__, __LINE__,
+                 "child " + std::to_string(m_pid) + " ran past its timeout; killed");
             kill();
             return -1;
         }
@@ -283,7 +283,8 @@ bool has_pattern(const std::byte *data, std::size_t n, std::uint64_t seq) {
         std::memcpy(&head, data, sizeof(head));
         if (head != seq) {
             fail(__FILE__, __LINE__,
-                 "payload of frame " + std::to_string(seq) + " starts with " + std::to_string(head));
+                 "payload of frame " + std::to_string(seq) + " starts with " +
+                     std::to_string(head));
             return false;
         }
         k0 = sizeof(seq);
@@ -292,8 +293,8 @@ bool has_pattern(const std::byte *data, std::size_t n, std::uint64_t seq) {
         auto want = static_cast<std::byte>((seq * 7 + k) % 251);
         if (data[k] != want) {
             fail(__FILE__, __LINE__,
-                 "payload of frame " + std::to_string(seq) + ": byte " + std::to_string(k) + " is " +
-                     show(data[k]) + ", expected " + show(want));
+                 "payload of frame " + std::to_string(seq) + ": byte " + std::to_string(k) +
+                     " is " + show(data[k]) + ", expected " + show(want));
             return false;
         }
     }
@@ -353,7 +354,8 @@ bool run_one(const TestCase &t) {
         ::unlink(("/dev/shm/" + e).c_str());
     }
     bool ok = failures() == before;
-    std::fprintf(stderr, "[%s] %s (%.3f s)\n", ok ? "  OK  " : " FAIL ", t.name, seconds_since(start));
+    std::fprintf(stderr, "[%s] %s (%.3f s)\n", ok ? "  OK  " : " FAIL ", t.name,
+                 seconds_since(start));
     return ok;
 }
 

@@ -50,6 +50,8 @@ BIPS_TEST(round_trip_data_and_metadata) {
         Buffer b = prod.acquire(1s);
         b.set_nbytes(7);
         CHECK_EQ(b.nbytes(), 7u);
+        CHECK_EQ(b.shape(), (Shape{7})); // a variable-size payload is a flat byte frame
+        CHECK(b.dtype() == UINT8);
         std::memcpy(b.data(), "payload", 7);
         std::byte *meta = b.meta();
         std::memset(meta, 'm', 32);
@@ -85,6 +87,8 @@ BIPS_TEST(round_trip_data_and_metadata) {
     CHECK_EQ(f2.seq(), 2u);
     CHECK_EQ(f2.timestamp_ns(), 5);
     CHECK_EQ(f2.nbytes(), 7u);
+    CHECK_EQ(f2.shape(), (Shape{7}));
+    CHECK(f2.dtype() == UINT8);
     CHECK_EQ(std::string(reinterpret_cast<const char *>(f2.data()), 7), std::string("payload"));
     CHECK_EQ(f2.meta(), std::string(32, 'm'));
 
@@ -105,7 +109,7 @@ BIPS_TEST(metadata_and_format_errors) {
 
     Buffer b = prod.acquire(1s);
     CHECK_THROWS_AS(b.set_format(Shape{65}, UINT8), InvalidArgument);
-    CHECK_THROWS_AS(b.set_format(Shape{9, 2}, UINT32), InvalidArgument);
+    CHECK_THROWS_AS(b.set_format(Shape{9, 2}, (DType{DType::UInt, 32})), InvalidArgument);
     CHECK_THROWS_AS(b.set_format(Shape{-1}, UINT8), InvalidArgument);
     CHECK_THROWS_AS(b.set_format(Shape(MAX_DIMS + 1, 1), UINT8), InvalidArgument);
     CHECK_THROWS_AS(b.set_format(Shape{1}, (DType{DType::Float, 8})), InvalidArgument);
@@ -114,7 +118,7 @@ BIPS_TEST(metadata_and_format_errors) {
     // A failed set_format leaves the format as it was.
     CHECK_EQ(b.shape(), (Shape{64}));
     CHECK_EQ(b.nbytes(), 64u);
-    b.set_format(Shape{16}, UINT32); // exactly fits
+    b.set_format(Shape{16}, (DType{DType::UInt, 32})); // exactly fits
     CHECK_EQ(b.nbytes(), 64u);
     b.set_format(Shape{0, 5}, UINT8); // empty frames are fine
     CHECK_EQ(b.nbytes(), 0u);
@@ -179,7 +183,8 @@ BIPS_TEST(broadcast_to_many_consumers_in_order) {
             Buffer b = prod.acquire(1s);
             fill_pattern(b.data(), b.nbytes(), i);
             std::string meta = "m" + std::to_string(i);
-            prod.publish(std::move(b), static_cast<std::int64_t>(1000 + i), meta.data(), meta.size());
+            prod.publish(std::move(b), static_cast<std::int64_t>(1000 + i), meta.data(),
+                         meta.size());
         }
         for (int c = 0; c < N_CONS; ++c) {
             while (auto f = cons[c].try_receive()) {

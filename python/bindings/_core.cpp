@@ -336,15 +336,23 @@ py::capsule make_dlpack(const ViewSpec &v, const py::object &stream, const py::o
     if (!stream.is_none() && !(py::isinstance<py::int_>(stream) && stream.cast<long>() == -1))
         throw py::buffer_error("stream must be None for CPU tensors");
     bool versioned = false;
+    bips::dlpack::Version version = bips::dlpack::VERSION;
     if (!max_version.is_none()) {
         auto mv = max_version.cast<std::pair<int, int>>();
         versioned = mv.first >= 1;
+        if (mv.first == 1 && static_cast<std::uint32_t>(mv.second) < version.minor)
+            version.minor = static_cast<std::uint32_t>(std::max(mv.second, 0));
     }
+    if (!versioned && v.readonly)
+        // The legacy struct cannot say read-only; an importer would write into a PROT_READ
+        // mapping and crash. numpy and torch ask for the versioned one.
+        throw py::buffer_error("frames are read-only: ask for DLPack >= 1.0 (max_version=(1, 0)), "
+                               "which carries the read-only flag");
     auto *ctx = new DLContext{};
     ctx->owner = v.owner;
     if (versioned) {
         auto &mt = ctx->versioned;
-        mt.version = bips::dlpack::VERSION;
+        mt.version = version;
         mt.manager_ctx = ctx;
         mt.deleter = [](bips::dlpack::ManagedTensorVersioned *self) {
             delete static_cast<DLContext *>(self->manager_ctx);
@@ -776,6 +784,8 @@ until they die; do not write through them after publishing.)doc");
              py::arg("dtype") = "uint8", py::arg("buffer_size") = 0, py::arg("policy") = "block",
              py::arg("mode") = 0600, py::arg("meta_size") = 0, py::arg("max_consumers") = 8)
         .def("acquire", [](bips::Producer &p, std::optional<double> timeout) {
+            if (timeout)
+                seconds(*timeout); // refuse a bad timeout even when no wait is needed
             if (auto b = p.try_acquire())
                 return PyBuffer(std::move(*b));
             auto b = wait_sliced<bips::Buffer>(timeout, [&](bips::Duration slice) {
@@ -864,6 +874,8 @@ until they die; do not write through them after publishing.)doc");
              py::arg("name"), py::kw_only(), py::arg("latest") = false, py::arg("timeout") = 0.0,
              py::arg("reconnect") = false, py::arg("spin") = 0.0)
         .def("receive", [](bips::Consumer &c, std::optional<double> timeout) {
+            if (timeout)
+                seconds(*timeout); // refuse a bad timeout even when no wait is needed
             if (auto f = c.try_receive())
                 return PyFrame(std::move(*f));
             auto f = wait_sliced<bips::Frame>(timeout, [&](bips::Duration slice) {

@@ -24,7 +24,8 @@ PoolInfo pool_info(const std::string &name);
 unsigned reclaim_dead_consumers(const std::string &name);
 
 /// Removes pool `name` if nothing live uses it (no producer, no consumer). Returns true if
-/// removed; never removes a live pool or a file that is not a bips pool.
+/// removed, false if missing or in use; throws CorruptPool for a file that is not a bips pool
+/// (which it leaves alone).
 bool remove_stale_pool(const std::string &name);
 
 } // namespace bips

@@ -35,7 +35,9 @@ void File::close() noexcept {
 
 File shm_open_file(const std::string &shm_name, int flags, mode_t mode, int tolerated1,
                    int tolerated2) {
-    int fd = retry_eintr([&] { return ::shm_open(shm_name.c_str(), flags | O_CLOEXEC, mode); });
+    // O_NONBLOCK: a FIFO planted under the name must not block us (no effect on regular files).
+    int fd = retry_eintr(
+        [&] { return ::shm_open(shm_name.c_str(), flags | O_CLOEXEC | O_NONBLOCK, mode); });
     if (fd < 0) {
         int err = errno;
         if (err != 0 && (err == tolerated1 || err == tolerated2)) {

@@ -1,0 +1,247 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The package as a C++ SDK: one version everywhere, the build-system helpers, headers free of
+Python, and an external CMake project built with find_package(bips) against this installation
+that produces frames for a Python consumer."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bips
+
+REPO = Path(__file__).resolve().parent.parent
+PYPROJECT = REPO / "pyproject.toml"
+EXAMPLE = REPO / "examples" / "find_package"
+SOURCE_HEADERS = REPO / "cpp" / "include" / "bips"
+
+# Includes that would tie a C++ user of the library to Python.
+PYTHON_INCLUDE = re.compile(
+    r'^\s*#\s*include\s*[<"](?:Python\.h|pybind11/|nanobind/|numpy/|structmember\.h)', re.MULTILINE
+)
+
+
+def run(
+    cmd: list[str], timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs cmd, failing the test with its output if it fails."""
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(cmd)} exited with {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+    return proc
+
+
+def cli(flag: str) -> str:
+    """``python -m bips FLAG``'s one line of output."""
+    out = run([sys.executable, "-m", "bips", flag], timeout=60).stdout
+    lines = out.splitlines()
+    assert len(lines) == 1, f"python -m bips {flag} printed {out!r}"
+    return lines[0]
+
+
+def pyproject_version() -> str:
+    text = PYPROJECT.read_text(encoding="utf-8")
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return str(tomllib.loads(text)["project"]["version"])
+    m = re.search(r'^\[project\][^\[]*?^version\s*=\s*"([^"]+)"', text, re.MULTILINE | re.DOTALL)
+    assert m, "no version in [project] of pyproject.toml"
+    return m.group(1)
+
+
+def find_compiler() -> str | None:
+    cxx = os.environ.get("CXX")
+    if cxx and shutil.which(cxx):
+        return cxx
+    for name in ("c++", "g++", "clang++"):
+        if shutil.which(name):
+            return name
+    return None
+
+
+def cmake_generator() -> list[str]:
+    return ["-G", "Ninja"] if shutil.which("ninja") else []
+
+
+needs_pyproject = pytest.mark.skipif(
+    not PYPROJECT.is_file(), reason="tests run outside a source checkout (no pyproject.toml)"
+)
+
+
+# --- (a) one version everywhere ------------------------------------------------------------
+
+
+@needs_pyproject
+def test_versions_agree() -> None:
+    version = bips.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), version
+    assert pyproject_version() == version
+
+    header = (Path(bips.get_include()) / "bips" / "version.hpp").read_text(encoding="utf-8")
+    defines = dict(re.findall(r"^#define\s+(BIPS_VERSION\w*)\s+(\S+)", header, re.MULTILINE))
+    assert defines["BIPS_VERSION"] == f'"{version}"'
+    parts = [defines[f"BIPS_VERSION_{k}"] for k in ("MAJOR", "MINOR", "PATCH")]
+    assert parts == version.split(".")
+
+    config_version = (Path(bips.get_cmake_dir()) / "bipsConfigVersion.cmake").read_text(
+        encoding="utf-8"
+    )
+    m = re.search(r'set\(PACKAGE_VERSION\s+"([^"]+)"\)', config_version)
+    assert m, "no PACKAGE_VERSION in bipsConfigVersion.cmake"
+    assert m.group(1) == version
+
+    pc = (Path(bips.get_pkgconfig_dir()) / "bips.pc").read_text(encoding="utf-8")
+    m = re.search(r"^Version:\s*(\S+)\s*$", pc, re.MULTILINE)
+    assert m, "no Version: line in bips.pc"
+    assert m.group(1) == version
+
+    out = run([sys.executable, "-m", "bips", "--version"], timeout=60).stdout
+    assert out.split() == ["bips", version]
+
+
+# --- (b) where the C++ files are -----------------------------------------------------------
+
+
+def test_cli_prints_existing_sdk_dirs() -> None:
+    cmake_dir = cli("--cmake-dir")
+    include_dir = cli("--include-dir")
+    pkgconfig_dir = cli("--pkgconfig-dir")
+    assert cmake_dir == bips.get_cmake_dir()
+    assert include_dir == bips.get_include()
+    assert pkgconfig_dir == bips.get_pkgconfig_dir()
+
+    for name in ("bipsConfig.cmake", "bipsConfigVersion.cmake", "bipsTargets.cmake"):
+        assert (Path(cmake_dir) / name).is_file(), f"{name} missing from --cmake-dir {cmake_dir}"
+    assert (Path(include_dir) / "bips" / "bips.hpp").is_file(), (
+        f"bips/bips.hpp missing from {include_dir}"
+    )
+    assert (Path(pkgconfig_dir) / "bips.pc").is_file(), f"bips.pc missing from {pkgconfig_dir}"
+
+    # Everything sits inside the installed package, beside the compiled module (also in editable
+    # installs, where the Python sources live in the checkout).
+    package = Path(bips._core.__file__).resolve().parent
+    for d in (cmake_dir, include_dir, pkgconfig_dir):
+        assert package in Path(d).resolve().parents, f"{d} is not inside {package}"
+    libs = list((package / "lib").glob("libbips.a")) + list((package / "lib64").glob("libbips.a"))
+    assert libs, f"libbips.a not installed under {package}"
+
+
+def test_pkg_config_flags_point_into_the_package() -> None:
+    if not shutil.which("pkg-config"):
+        pytest.skip("pkg-config is not installed")
+    env = dict(os.environ, PKG_CONFIG_PATH=bips.get_pkgconfig_dir())
+    assert (
+        run(["pkg-config", "--modversion", "bips"], timeout=30, env=env).stdout.strip()
+        == bips.__version__
+    )
+    cflags = run(["pkg-config", "--cflags", "bips"], timeout=30, env=env).stdout.split()
+    libs = run(["pkg-config", "--libs", "bips"], timeout=30, env=env).stdout.split()
+    include_dirs = [Path(f[2:]).resolve() for f in cflags if f.startswith("-I")]
+    lib_dirs = [Path(f[2:]).resolve() for f in libs if f.startswith("-L")]
+    assert Path(bips.get_include()).resolve() in include_dirs, cflags
+    assert "-lbips" in libs
+    assert any((d / "libbips.a").is_file() for d in lib_dirs), libs
+
+
+# --- (c) headers for C++ users only --------------------------------------------------------
+
+
+def test_public_headers_have_no_python() -> None:
+    installed = sorted((Path(bips.get_include()) / "bips").glob("*.hpp"))
+    assert installed, "no headers installed"
+    sources = sorted(SOURCE_HEADERS.glob("*.hpp*")) if SOURCE_HEADERS.is_dir() else []
+    for path in installed + sources:
+        hits = PYTHON_INCLUDE.findall(path.read_text(encoding="utf-8"))
+        assert not hits, f"{path} includes Python/pybind11 headers: {hits}"
+    if sources:
+        # Every public header of the checkout is installed (and version.hpp is generated).
+        want = {p.name.removesuffix(".in") for p in sources}
+        assert want <= {p.name for p in installed}, sorted(want - {p.name for p in installed})
+
+
+def test_public_headers_compile_without_python(tmp_path: Path) -> None:
+    cxx = find_compiler()
+    if cxx is None:
+        pytest.skip("no C++ compiler (c++, g++, clang++ or $CXX) found")
+    src = tmp_path / "only_bips.cpp"
+    src.write_text("#include <bips/bips.hpp>\nint main() { return bips::MAX_DIMS == 8 ? 0 : 1; }\n")
+    # Only the package's include dir: a header that needed Python (or anything else) would fail.
+    run([cxx, "-std=c++17", "-fsyntax-only", "-I", bips.get_include(), str(src)], timeout=120)
+
+
+# --- (d) an external find_package(bips) project --------------------------------------------
+
+
+@pytest.mark.slow
+def test_find_package_example_feeds_a_python_consumer(tmp_path: Path, pool_name: str) -> None:
+    if not shutil.which("cmake"):
+        pytest.skip("cmake is not installed")
+    if find_compiler() is None:
+        pytest.skip("no C++ compiler (c++, g++, clang++ or $CXX) found")
+    if not (EXAMPLE / "CMakeLists.txt").is_file():
+        pytest.skip(f"{EXAMPLE} is not there (tests run outside a source checkout)")
+
+    build = tmp_path / "build"
+    cmake_dir = cli("--cmake-dir")
+    configure = ["cmake", "-S", str(EXAMPLE), "-B", str(build), *cmake_generator()]
+    configure += [f"-Dbips_DIR={cmake_dir}", "-DCMAKE_BUILD_TYPE=Release"]
+    configure += ["-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"]
+    run(configure, timeout=120)
+    run(["cmake", "--build", str(build), "--parallel", "2"], timeout=180)
+    app = build / "app"
+    assert app.is_file()
+
+    # It was built against this installation, not some other bips on the machine.
+    cache = (build / "CMakeCache.txt").read_text(encoding="utf-8")
+    m = re.search(r"^bips_DIR:\w+=(.*)$", cache, re.MULTILINE)
+    assert m and Path(m.group(1)).resolve() == Path(cmake_dir).resolve(), m
+    commands = (build / "compile_commands.json").read_text(encoding="utf-8")
+    assert (
+        str(Path(bips.get_include())) in commands
+        or str(Path(bips.get_include()).resolve()) in commands
+    )
+
+    n, h, w = 12, 48, 64
+    proc = subprocess.Popen(
+        [str(app), pool_name, str(n), str(h), str(w), "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with bips.Consumer(pool_name, timeout=10) as cons:
+            for i in range(n):
+                frame = cons.receive(timeout=10)
+                assert frame.seq == i
+                assert frame.shape == (h, w, 3)
+                assert np.dtype(frame.dtype) == np.uint8
+                assert frame.nbytes == h * w * 3
+                assert frame.meta == f"frame {i}".encode()
+                arr = frame.numpy()
+                assert arr.shape == (h, w, 3)
+                assert (arr == i % 251).all(), f"frame {i}: pixels {np.unique(arr)[:5]}"
+                del arr
+                frame.release()
+            with pytest.raises(bips.ProducerGone):
+                cons.receive(timeout=10)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, f"app exited with {proc.returncode}\n{out}\n{err}"
+    assert f"bips {bips.__version__}: pool '{pool_name}' ready" in out
+    assert f"published {n} frames" in out
