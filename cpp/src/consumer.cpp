@@ -74,6 +74,8 @@ public:
     }
 
     ~Attachment() {
+        if (m_seg->inherited())
+            return; // the parent's slot: leave it to the parent
         // We still hold the slot lock, so nobody else touches this slot: no control lock needed.
         m_seg->clear_slot(m_slot);
         posix::ofd_unlock(m_seg->fd(), LOCK_SLOT_BASE + static_cast<off_t>(m_slot));
@@ -83,6 +85,8 @@ public:
 
     /// No new frames for this slot; queued ones go back, held ones stay until released.
     void stop_receiving() noexcept {
+        if (m_seg->inherited())
+            return;
         PoolHeader *h = m_seg->header();
         const std::uint64_t qb = queued_bit(m_slot);
         h->active.fetch_and(~qb, std::memory_order_seq_cst);
@@ -93,6 +97,7 @@ public:
     }
 
     bool try_take(Frame &out) {
+        m_seg->check_not_inherited();
         const std::uint32_t cap = m_seg->params().capacity;
         const std::uint64_t qb = queued_bit(m_slot);
         if (!m_latest) {
@@ -141,6 +146,8 @@ public:
     }
 
     void release(std::uint32_t index) noexcept {
+        if (m_seg->inherited())
+            return; // a frame the parent holds: the parent releases it
         std::uint64_t prev =
             m_seg->desc(index)->state.fetch_and(~held_bit(m_slot), std::memory_order_seq_cst);
         std::uint64_t now = prev & ~held_bit(m_slot);
@@ -149,10 +156,16 @@ public:
             m_seg->buffer_freed();
     }
 
-    bool producer_gone(bool check_lock) const {
-        if (m_seg->header()->closed.load(std::memory_order_acquire) != 0)
+    // Once seen gone, gone for good (the lock is only looked at every 100 ms).
+    bool producer_gone(bool check_lock) {
+        if (m_gone.load(std::memory_order_relaxed))
             return true;
-        return check_lock && !m_seg->producer_alive();
+        if (m_seg->header()->closed.load(std::memory_order_acquire) != 0 ||
+            (check_lock && !m_seg->producer_alive())) {
+            m_gone.store(true, std::memory_order_relaxed);
+            return true;
+        }
+        return false;
     }
 
     void counts(std::uint32_t &queued, std::uint32_t &held) const noexcept {
@@ -264,6 +277,7 @@ private:
     bool m_latest;
     std::uint64_t m_instance;
     std::atomic<std::uint64_t> m_next{0}; // seq expected next (fast-path hint)
+    std::atomic<bool> m_gone{false};
 };
 
 } // namespace detail

@@ -139,6 +139,7 @@ Buffer ProducerCore::make_buffer(std::uint32_t index) {
 }
 
 std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wait) {
+    m_seg->check_not_inherited();
     if (closed())
         throw InvalidArgument("producer of pool '" + m_seg->name() + "' is closed");
     PoolHeader *h = m_seg->header();
@@ -180,6 +181,7 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
         throw InvalidArgument("publish() needs an acquired buffer (this one is empty or already published)");
     if (buf.m_core.get() != this)
         throw InvalidArgument("this buffer belongs to another producer");
+    m_seg->check_not_inherited();
     if (closed())
         throw InvalidArgument("producer of pool '" + m_seg->name() + "' is closed");
     const Params &p = params();
@@ -218,7 +220,8 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
 
 void ProducerCore::give_back(std::uint32_t index) noexcept {
     m_owned[index].store(0, std::memory_order_seq_cst);
-    m_seg->wake_producer();
+    if (!m_seg->inherited())
+        m_seg->wake_producer();
 }
 
 void ProducerCore::unpin(std::uint32_t index) noexcept {
@@ -229,6 +232,8 @@ void ProducerCore::unpin(std::uint32_t index) noexcept {
 void ProducerCore::close() noexcept {
     if (m_closed.exchange(true, std::memory_order_acq_rel))
         return;
+    if (m_seg->inherited())
+        return; // the parent's producer: closing it is the parent's business
     PoolHeader *h = m_seg->header();
     h->closed.store(1, std::memory_order_seq_cst);
     m_seg->wake_consumers();
@@ -442,16 +447,24 @@ void Producer::close() noexcept {
 
 bool Producer::closed() const noexcept { return !m_core || m_core->closed(); }
 ProducerStats Producer::stats() const { return core_of(m_core).stats(); }
-const std::string &Producer::name() const noexcept { return m_core->segment().name(); }
-std::uint32_t Producer::capacity() const noexcept { return m_core->params().capacity; }
-std::size_t Producer::buffer_size() const noexcept { return m_core->params().buffer_size; }
-std::size_t Producer::meta_size() const noexcept { return m_core->params().meta_size; }
-Policy Producer::policy() const noexcept { return m_core->params().policy; }
-std::uint32_t Producer::max_consumers() const noexcept { return m_core->params().max_consumers; }
+// Accessors of a moved-from producer answer as for an empty pool rather than crash.
+static const detail::Params &params_of(const std::shared_ptr<detail::ProducerCore> &c) noexcept {
+    static const detail::Params none;
+    return c ? c->params() : none;
+}
+const std::string &Producer::name() const noexcept {
+    static const std::string none;
+    return m_core ? m_core->segment().name() : none;
+}
+std::uint32_t Producer::capacity() const noexcept { return params_of(m_core).capacity; }
+std::size_t Producer::buffer_size() const noexcept { return params_of(m_core).buffer_size; }
+std::size_t Producer::meta_size() const noexcept { return params_of(m_core).meta_size; }
+Policy Producer::policy() const noexcept { return params_of(m_core).policy; }
+std::uint32_t Producer::max_consumers() const noexcept { return params_of(m_core).max_consumers; }
 Shape Producer::shape() const {
-    const auto &p = m_core->params();
+    const auto &p = params_of(m_core);
     return Shape(p.shape, p.shape + p.ndim);
 }
-DType Producer::dtype() const noexcept { return m_core->params().dtype; }
+DType Producer::dtype() const noexcept { return params_of(m_core).dtype; }
 
 } // namespace bips

@@ -110,7 +110,8 @@ Params validate_header(const std::string &name, const PoolHeader &h, std::size_t
         need *= static_cast<std::size_t>(h.shape[i]);
     }
     std::size_t page = h.page_size;
-    if (page < 4096 || (page & (page - 1)) != 0 || page % posix::page_size() != 0)
+    if (page < 4096 || page > (std::size_t{1} << 30) || (page & (page - 1)) != 0 ||
+        page % posix::page_size() != 0)
         throw IncompatiblePool("pool '" + name + "' uses page size " + std::to_string(page) +
                                ", not usable with this system's " +
                                std::to_string(posix::page_size()));
@@ -172,9 +173,13 @@ FileKind classify(int fd, const struct stat &st) {
 // Unlinks `shm` if `fd` is a bips file (or the remains of one) that no process uses, holding
 // its producer lock meanwhile so that no producer can start on it. True if removed.
 bool unlink_if_unused(int fd, const std::string &shm) {
-    if (!posix::ofd_try_lock(fd, LOCK_PRODUCER))
-        return false; // a producer lives (or another cleaner is at work)
     bool removed = false;
+    try {
+        if (!posix::ofd_try_lock(fd, LOCK_PRODUCER))
+            return false; // a producer lives (or another cleaner is at work)
+    } catch (...) {
+        return false;
+    }
     try {
         struct stat st = posix::fstat_file(fd, shm);
         bool ours = classify(fd, st) != FileKind::foreign;
@@ -203,6 +208,7 @@ std::uint64_t random_id() {
 // locks alive (they belong to the open file description, which fork shares): in the child each
 // one is replaced by /dev/null, so a parent that dies is seen dead even while its children run.
 struct ForkGuard {
+    static inline std::atomic<std::uint64_t> fork_generation{0};
     std::mutex mutex;
     std::set<int> fds;
 
@@ -212,6 +218,7 @@ struct ForkGuard {
         return *g;
     }
     static void in_child() {
+        fork_generation.fetch_add(1, std::memory_order_relaxed);
         ForkGuard &g = get();
         // The fork happened in some thread; the mutex may be held by a thread that does not
         // exist in the child, so build a fresh one instead of locking it.
@@ -242,7 +249,19 @@ Segment::~Segment() {
 
 void Segment::adopt(posix::File f) {
     ForkGuard::get().add(f.get());
+    m_fork_generation = ForkGuard::fork_generation.load(std::memory_order_relaxed);
     m_file = std::move(f);
+}
+
+bool Segment::inherited() const noexcept {
+    return ForkGuard::fork_generation.load(std::memory_order_relaxed) != m_fork_generation;
+}
+
+void Segment::check_not_inherited() const {
+    if (inherited())
+        throw InvalidArgument("pool '" + m_name +
+                              "': this handle was opened by the parent process before fork(); "
+                              "open a new one in the child");
 }
 
 std::string shm_name_for(const std::string &name) {
@@ -445,6 +464,8 @@ bool Segment::lock_control(Duration timeout) const {
 void Segment::unlock_control() const noexcept { posix::ofd_unlock(fd(), LOCK_CONTROL); }
 
 void Segment::clear_slot(std::uint32_t s) noexcept {
+    if (inherited())
+        return;
     PoolHeader *h = header();
     const std::uint64_t bit = queued_bit(s);
     h->active.fetch_and(~bit, std::memory_order_seq_cst);
@@ -522,7 +543,9 @@ void Segment::unlink_if_mine() const noexcept {
     }
 }
 
-bool Segment::unlink_if_abandoned() const noexcept { return unlink_if_unused(fd(), m_shm_name); }
+bool Segment::unlink_if_abandoned() const noexcept {
+    return !inherited() && unlink_if_unused(fd(), m_shm_name);
+}
 
 bool remove_if_unused(const std::string &name) {
     std::string shm = shm_name_for(name);

@@ -84,6 +84,12 @@ public:
                std::size_t{i} * m_params.layout.meta_stride;
     }
 
+    /// True in a child made by fork() after this segment was opened: the handle belongs to the
+    /// parent, so it must neither change shared state nor be used.
+    bool inherited() const noexcept;
+    /// Throws InvalidArgument when inherited().
+    void check_not_inherited() const;
+
     bool producer_alive() const;
     bool slot_alive(std::uint32_t s) const;
 
@@ -127,6 +133,7 @@ private:
     posix::Mapping m_control;
     posix::Mapping m_payload;
     Params m_params;
+    std::uint64_t m_fork_generation = 0;
 };
 
 } // namespace bips::detail

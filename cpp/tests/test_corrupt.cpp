@@ -456,7 +456,7 @@ BIPS_TEST(non_regular_files_are_refused_without_blocking) {
     CHECK_THROWS_AS(Consumer(name), CorruptPool);
     CHECK_THROWS_AS(Producer(name, small_pool(2)), CorruptPool);
     CHECK_THROWS_AS(pool_info(name), CorruptPool);
-    CHECK(!remove_stale_pool(name));
+    CHECK_THROWS_AS(remove_stale_pool(name), CorruptPool);
     CHECK(shm_exists(name));
     CHECK(seconds_since(t0) < 1.0 * SLOWDOWN);
 }
