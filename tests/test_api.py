@@ -735,3 +735,40 @@ def test_gc_of_unreleased_handles(pool_name: str) -> None:
     del prod
     gc.collect()
     assert not os.path.exists(pool_path(pool_name))
+
+
+def test_handles_inherited_across_fork_leave_the_parent_alone(pool_name: str) -> None:
+    """A child made by fork() that drops (or tries to use) the parent's handles changes nothing
+    in the parent's pool: the name stays, the parent's consumer keeps its frame and slot."""
+    import warnings
+
+    with bips.Producer(pool_name, capacity=4, buffer_size=64) as prod:
+        with bips.Consumer(pool_name) as cons:
+            prod.publish(prod.acquire(timeout=1.0))
+            frame = cons.receive(timeout=1.0)
+            held = frame.numpy()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork in 3.12+
+                pid = os.fork()
+            if pid == 0:  # child: every use refused, every drop harmless
+                code = 0
+                try:
+                    for call in (lambda: cons.receive(timeout=0.1), lambda: prod.acquire(timeout=0.1)):
+                        try:
+                            call()
+                            code = 2
+                        except bips.InvalidArgument:
+                            pass
+                    del frame, held
+                    prod.close()
+                    cons.close()
+                except BaseException:
+                    code = 3
+                os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert os.path.exists(f"/dev/shm/bips.{pool_name}")
+            assert cons.stats.held == 1 and held[0] == 0
+            prod.publish(prod.acquire(timeout=1.0))
+            assert cons.receive(timeout=1.0).seq == 1
+            frame.release()
