@@ -213,8 +213,10 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
     buf.m_data = nullptr;
     m_owned[idx].store(0, std::memory_order_release);
     h->published.fetch_add(1, std::memory_order_relaxed);
-    // Wake only slots that announced they sleep: a full queue costs no syscall.
-    if ((h->sleepers.load(std::memory_order_seq_cst) & mask) != 0)
+    // Wake only slots that announced they sleep: a full queue costs no syscall. The waker
+    // clears their bits, so a sleeper gets one wake-up however many frames come before it runs.
+    const std::uint64_t asleep = h->sleepers.load(std::memory_order_seq_cst) & mask;
+    if (asleep != 0 && (h->sleepers.fetch_and(~asleep, std::memory_order_seq_cst) & asleep) != 0)
         m_seg->wake_consumers();
 }
 

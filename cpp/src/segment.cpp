@@ -517,8 +517,9 @@ void Segment::wake_producer() const noexcept {
 
 void Segment::buffer_freed() const noexcept {
     PoolHeader *h = header();
+    // Only the free that uses up the credit wakes; later ones find it spent (<= 0).
     if (h->producer_sleeping.load(std::memory_order_seq_cst) != 0 &&
-        h->free_credit.fetch_sub(1, std::memory_order_seq_cst) <= 1) {
+        h->free_credit.fetch_sub(1, std::memory_order_seq_cst) == 1) {
         h->free_futex.fetch_add(1, std::memory_order_seq_cst);
         posix::futex_wake(&h->free_futex, INT_MAX);
     }

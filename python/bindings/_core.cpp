@@ -587,6 +587,7 @@ std::string octal(unsigned mode) {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "bips compiled core: shared-memory frame pools (use the `bips` package).";
+    py::detail::npy_api::get(); // import numpy now, not in the middle of the first frame
     m.attr("__version__") = BIPS_VERSION_STRING;
     m.attr("LAYOUT_VERSION") = 1;
     m.attr("MAX_CONSUMERS") = bips::MAX_CONSUMERS;

@@ -1,0 +1,443 @@
+# SPDX-License-Identifier: Apache-2.0
+"""bips benchmark suite: cross-process latency and hand-off rate, bips against two baselines.
+
+    python benchmarks/bench.py                  # full run (~1.5-2 min)
+    python benchmarks/bench.py --quick          # ~30 s, noisier
+    python benchmarks/bench.py --only latency,cpp --sizes 64B --json out.json
+
+See benchmarks/README.md for what every number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# numpy's BLAS thread pool has no work here, but its threads could still compete for the two
+# cores; the workers inherit this.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import baselines
+import bips_workers
+import cpp_bench
+import futex
+import report
+from harness import (
+    BIG,
+    SIZES,
+    CaseError,
+    Runner,
+    Timing,
+    Worker,
+    latency_summary,
+    leftovers,
+    machine_info,
+    remove_leftovers,
+    unique_name,
+)
+
+GROUPS = ("latency", "handoff", "fill", "cpp", "futex")
+IMPLS = ("bips", "pipe", "sem")
+SPIN_S = 0.001  # busy-poll budget of the spin latency variant
+
+
+@dataclass
+class Settings:
+    warmup: float
+    duration: float  # hand-off window per case
+    latency_duration: float  # latency window per case
+    interval_s: float  # latency producer's pause between frames
+
+    def handoff(self) -> Timing:
+        return Timing(self.warmup, self.duration)
+
+    def latency(self) -> Timing:
+        return Timing(self.warmup, self.latency_duration)
+
+
+FULL = Settings(warmup=0.3, duration=1.5, latency_duration=2.0, interval_s=300e-6)
+QUICK = Settings(warmup=0.1, duration=0.3, latency_duration=0.6, interval_s=300e-6)
+
+
+@dataclass
+class Case:
+    group: str
+    label: str
+    run: Callable[[], dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- cases ----------------------------------------------------------------------------------
+
+
+def latency_case(runner: Runner, st: Settings, impl: str, size_label: str, wait: str) -> Case:
+    size = SIZES[size_label]
+
+    def run() -> dict[str, Any]:
+        name = unique_name(f"lat-{impl}")
+        cleanup = None
+        if impl == "bips":
+            spin = SPIN_S if wait == "spin" else 0.0
+            workers = [
+                Worker(
+                    bips_workers.latency_producer,
+                    {"name": name, "size": size, "interval_s": st.interval_s},
+                    "producer",
+                ),
+                Worker(bips_workers.latency_consumer, {"name": name, "spin": spin}, "consumer"),
+            ]
+        else:
+            cls, prod, cons, _, _ = baselines.IMPLS[impl]
+            res = cls(runner.ctx, name, size, 1)
+            cleanup = res.cleanup
+            workers = [
+                Worker(
+                    prod,
+                    {"size": size, "interval_s": st.interval_s, **res.producer_kwargs()},
+                    "producer",
+                ),
+                Worker(cons, {"size": size, **res.consumer_kwargs(0)}, "consumer"),
+            ]
+        _, c = runner.run(workers, st.latency(), cleanup)
+        out = latency_summary(c["ready_ns"])
+        out["wake_p50_us"] = latency_summary(c["wake_ns"])["p50_us"]
+        return out
+
+    return Case(
+        "latency",
+        f"latency {impl} {wait} {size_label}",
+        run,
+        {"impl": impl, "wait": wait, "size": size_label, "consumers": 1},
+    )
+
+
+def handoff_case(
+    runner: Runner, st: Settings, impl: str, size_label: str, consumers: int, fill: bool
+) -> Case:
+    size = SIZES[size_label]
+
+    def run() -> dict[str, Any]:
+        name = unique_name(f"ho-{impl}")
+        cleanup = None
+        if impl == "bips":
+            workers = [
+                Worker(
+                    bips_workers.handoff_producer,
+                    {"name": name, "size": size, "fill": fill},
+                    "producer",
+                )
+            ]
+            workers += [
+                Worker(bips_workers.handoff_consumer, {"name": name}, "consumer")
+                for _ in range(consumers)
+            ]
+        else:
+            cls, _, _, prod, cons = baselines.IMPLS[impl]
+            res = cls(runner.ctx, name, size, consumers)
+            cleanup = res.cleanup
+            workers = [
+                Worker(prod, {"size": size, "fill": fill, **res.producer_kwargs()}, "producer")
+            ]
+            workers += [
+                Worker(cons, {"size": size, **res.consumer_kwargs(c)}, "consumer")
+                for c in range(consumers)
+            ]
+        results = runner.run(workers, st.handoff(), cleanup)
+        return summarize_handoff(results[0], results[1:])
+
+    group = "fill" if fill else "handoff"
+    return Case(
+        group,
+        f"{group} {impl} 1->{consumers} {size_label}",
+        run,
+        {"impl": impl, "size": size_label, "consumers": consumers, "fill": fill, "lang": "python"},
+    )
+
+
+def numpy_fill_case(runner: Runner, st: Settings) -> Case:
+    size = SIZES[BIG]
+
+    def run() -> dict[str, Any]:
+        (r,) = runner.run(
+            [Worker(baselines.numpy_fill, {"size": size}, "numpy-fill")], st.handoff()
+        )
+        return {"fps": r["fps"], "frames": r["frames"], "seconds": r["seconds"]}
+
+    return Case(
+        "fill",
+        f"fill numpy-reference {BIG}",
+        run,
+        {"impl": "numpy", "size": BIG, "consumers": 0, "fill": True},
+    )
+
+
+def cpp_case(st: Settings, size_label: str, consumers: int, fill: bool) -> Case:
+    size = SIZES[size_label]
+
+    def run() -> dict[str, Any]:
+        cpp_bench.build()
+        out = cpp_bench.run_handoff(unique_name("cpp"), size, consumers, st.handoff(), fill)
+        return summarize_handoff(out["producer"], out["consumer_results"])
+
+    return Case(
+        "cpp",
+        f"cpp bips 1->{consumers} {size_label}{' fill' if fill else ''}",
+        run,
+        {"impl": "bips", "size": size_label, "consumers": consumers, "fill": fill, "lang": "cpp"},
+    )
+
+
+def futex_case(st: Settings, lang: str) -> Case:
+    timing = Timing(warmup=0.1, duration=min(st.duration, 0.5))
+
+    def run_cpp() -> dict[str, Any]:
+        cpp_bench.build()
+        cmd = cpp_bench.command(unique_name("futex"), SIZES["64B"], 1, timing, False)
+        stdout, calls = futex.run_counted(cmd, cpp_bench.time_limit(timing))
+        out = cpp_bench.parse(stdout)
+        return futex.per_frame(calls, summarize_handoff(out["producer"], out["consumer_results"]))
+
+    def run_python() -> dict[str, Any]:
+        # This very script, for the one case, under the tracer.
+        with tempfile.TemporaryDirectory(prefix="bips-bench-") as tmp:
+            out = os.path.join(tmp, "futex.json")
+            cmd = [sys.executable, os.path.abspath(__file__), "--only", "handoff",
+                   "--impls", "bips", "--sizes", "64B", "--consumers", "1",
+                   "--seconds", str(timing.duration), "--json", out]  # fmt: skip
+            _, calls = futex.run_counted(cmd, 60.0)
+            with open(out) as f:
+                (record,) = json.load(f)["results"]
+        if "error" in record:
+            raise CaseError(record["error"])
+        return futex.per_frame(calls, record)
+
+    return Case(
+        "futex",
+        f"futex {lang} bips 1->1 64B",
+        run_cpp if lang == "cpp" else run_python,
+        {"impl": "bips", "size": "64B", "consumers": 1, "lang": lang},
+    )
+
+
+def summarize_handoff(prod: dict[str, Any], cons: list[dict[str, Any]]) -> dict[str, Any]:
+    fps = [c["fps"] for c in cons]
+    frames = max(sum(c["frames"] for c in cons), 1)
+    return {
+        "per_consumer_fps": fps,
+        "mean_fps": sum(fps) / len(fps),
+        "min_fps": min(fps),
+        "total_fps": sum(fps),
+        "producer_fps": prod["fps"],
+        # CPU time (user + system) per frame in each process: the cost of a frame, much less
+        # disturbed by other load than frames/s.
+        "producer_cpu_us_per_frame": prod["cpu_s"] * 1e6 / max(prod["frames"], 1),
+        "consumer_cpu_us_per_frame": sum(c["cpu_s"] for c in cons) * 1e6 / frames,
+        # Sleeps (voluntary context switches) per frame: how often a process had to block.
+        "producer_sleeps_per_frame": prod["vcsw"] / max(prod["frames"], 1),
+        "consumer_sleeps_per_frame": sum(c["vcsw"] for c in cons) / frames,
+        "preemptions_per_frame": (prod["ivcsw"] + sum(c["ivcsw"] for c in cons)) / frames,
+        "out_of_sequence": sum(c["gaps"] for c in cons),
+        "frames": [c["frames"] for c in cons],
+        # For futex counting: which process was which, and how many frames each handled in all.
+        "pids": [prod["pid"]] + [c["pid"] for c in cons],
+        "totals": [prod["total"]] + [c["total"] for c in cons],
+    }
+
+
+def plan(args: argparse.Namespace, runner: Runner, st: Settings) -> list[Case]:
+    only = set(args.only)
+    sizes = [s for s in SIZES if s in args.sizes]
+    impls = [i for i in IMPLS if i in args.impls]
+    cases: list[Case] = []
+    if "latency" in only:
+        for size in sizes:
+            for impl in impls:
+                cases.append(latency_case(runner, st, impl, size, "block"))
+                if impl == "bips":
+                    cases.append(latency_case(runner, st, impl, size, "spin"))
+    if "handoff" in only:
+        for size in sizes:
+            for consumers in args.consumers:
+                for impl in impls:
+                    cases.append(handoff_case(runner, st, impl, size, consumers, False))
+    if "fill" in only and BIG in sizes:
+        cases.append(numpy_fill_case(runner, st))
+        for impl in impls:
+            cases.append(handoff_case(runner, st, impl, BIG, 1, True))
+    if "cpp" in only and "bips" in impls:
+        for size in sizes:
+            for consumers in args.consumers:
+                cases.append(cpp_case(st, size, consumers, False))
+        if BIG in sizes:
+            cases.append(cpp_case(st, BIG, 1, True))
+    if "futex" in only and "bips" in impls:
+        cases.append(futex_case(st, "python"))
+        cases.append(futex_case(st, "cpp"))
+    return cases
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+
+def _csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {','.join(choices)}")
+        return items
+
+    return parse
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="short windows (~30 s in all)")
+    p.add_argument("--json", metavar="PATH", help="also write every result to PATH")
+    p.add_argument(
+        "--only",
+        type=_csv(GROUPS),
+        default=list(GROUPS),
+        help=f"comma-separated groups to run: {','.join(GROUPS)} (default: all)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=_csv(tuple(SIZES)),
+        default=list(SIZES),
+        help=f"comma-separated frame sizes: {','.join(SIZES)} (default: all)",
+    )
+    p.add_argument(
+        "--impls",
+        type=_csv(IMPLS),
+        default=list(IMPLS),
+        help="comma-separated implementations: bips,pipe,sem (default: all)",
+    )
+    p.add_argument(
+        "--consumers",
+        type=lambda t: [int(x) for x in t.split(",")],
+        default=[1, 4],
+        help="consumer counts for the hand-off cases (default 1,4)",
+    )
+    p.add_argument("--seconds", type=float, help="override the hand-off window (s)")
+    p.add_argument("--interval-us", type=float, help="latency producer pause (default 300 us)")
+    p.add_argument(
+        "--start-method",
+        choices=("fork", "spawn", "forkserver"),
+        default="fork",
+        help="multiprocessing start method for the Python workers (default fork)",
+    )
+    return p.parse_args(argv)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    # SIGTERM/SIGHUP take the same way out as Ctrl-C: stop the workers, remove what they made.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    st = QUICK if args.quick else FULL
+    if args.seconds:
+        st = Settings(
+            st.warmup, args.seconds, max(args.seconds, st.latency_duration), st.interval_s
+        )
+    if args.interval_us:
+        st = Settings(st.warmup, st.duration, st.latency_duration, args.interval_us * 1e-6)
+    if "sem" in args.impls:
+        try:
+            import posix_ipc  # noqa: F401
+        except ImportError:
+            print(
+                "posix_ipc is not installed (pip install posix_ipc): skipping the 'sem' baseline",
+                file=sys.stderr,
+            )
+            args.impls = [i for i in args.impls if i != "sem"]
+
+    machine = machine_info()
+    config = {
+        "mode": "quick" if args.quick else "full",
+        "warmup_s": st.warmup,
+        "handoff_window_s": st.duration,
+        "latency_window_s": st.latency_duration,
+        "latency_interval_us": st.interval_s * 1e6,
+        "capacity": 8,
+        "policy": "block",
+        "spin_s": SPIN_S,
+        "start_method": args.start_method,
+    }
+    runner = Runner(args.start_method)
+    cases = plan(args, runner, st)
+    records: list[dict[str, Any]] = []
+    interrupted = False
+    t_start = time.monotonic()
+    try:
+        if any(c.group in ("cpp", "futex") for c in cases):
+            print(
+                "building benchmarks/cpp (CMake, Release) ...", end="", file=sys.stderr, flush=True
+            )
+            try:
+                cpp_bench.build()
+                print(" done", file=sys.stderr)
+            except CaseError as e:
+                print(
+                    f" FAILED (the C++ cases will fail): {str(e).splitlines()[0]}", file=sys.stderr
+                )
+        for k, case in enumerate(cases, 1):
+            print(f"[{k:2}/{len(cases)}] {case.label} ...", end="", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            rec: dict[str, Any] = {"group": case.group, **case.meta}
+            try:
+                rec.update(case.run())
+                print(f" {time.monotonic() - t0:.1f} s", file=sys.stderr)
+            except CaseError as e:
+                rec["error"] = str(e)
+                print(f" FAILED: {str(e).splitlines()[0]}", file=sys.stderr)
+            records.append(rec)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: reporting what was measured so far", file=sys.stderr)
+    finally:
+        runner.shutdown()
+        removed = remove_leftovers()
+        if removed:
+            print(f"removed leftovers: {removed}", file=sys.stderr)
+    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    machine["elapsed_s"] = round(time.monotonic() - t_start, 1)
+
+    print(report.render(machine, config, records))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "machine": machine,
+                    "config": config,
+                    "results": records,
+                    "ratios": report.ratios(records),
+                    "interrupted": interrupted,
+                },
+                f,
+                indent=2,
+            )
+        print(f"results written to {args.json}")
+    still = leftovers()
+    if still:
+        print(f"warning: still in /dev/shm: {still}", file=sys.stderr)
+    if interrupted:
+        return 130
+    return 1 if any("error" in r for r in records) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

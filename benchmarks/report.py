@@ -1,0 +1,401 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Turns the records bench.py collected into tables (absolute numbers) and bips/baseline
+ratios. Pure formatting: no measuring here."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from harness import BIG, SIZES
+
+IMPL_NAMES = {"bips": "bips", "pipe": "shm+pipe", "sem": "shm+posix-sem", "numpy": "numpy"}
+BASELINES = ("pipe", "sem")
+
+
+def _find(records: list[dict[str, Any]], **want: Any) -> dict[str, Any] | None:
+    for r in records:
+        if all(r.get(k) == v for k, v in want.items()):
+            return r
+    return None
+
+
+def _v(r: dict[str, Any] | None, key: str) -> float | None:
+    return None if r is None else float(r[key])
+
+
+def _num(x: float | None, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def _rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def _rx(r: float | None) -> str:
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def table(headers: list[str], rows: Iterable[list[str]], left: int = 1) -> str:
+    """Plain-text table; the first `left` columns are left-aligned, the rest right-aligned."""
+    rows = [list(map(str, r)) for r in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    lines = [fmt(headers), fmt(["-" * w for w in widths])]
+    lines += [fmt(r) for r in rows]
+    return "\n".join(lines)
+
+
+def _ok(r: dict[str, Any] | None) -> dict[str, Any] | None:
+    return r if r is not None and "error" not in r else None
+
+
+# ---- ratios ---------------------------------------------------------------------------------
+
+
+def ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """bips / baseline for every metric measured on both sides. Latency ratios < 1 and rate
+    ratios > 1 favour bips."""
+    out: list[dict[str, Any]] = []
+    for size in SIZES:
+        for base in BASELINES:
+            b = _ok(_find(records, group="latency", impl="bips", wait="block", size=size))
+            x = _ok(_find(records, group="latency", impl=base, wait="block", size=size))
+            if b and x:
+                for m in ("p50_us", "p99_us", "p999_us"):
+                    out.append(
+                        {
+                            "metric": f"latency {m}",
+                            "size": size,
+                            "baseline": base,
+                            "ratio": _ratio(b[m], x[m]),
+                            "better": "lower",
+                        }
+                    )
+            for consumers, key in ((1, "total_fps"), (4, "total_fps"), (4, "min_fps")):
+                b = _ok(
+                    _find(records, group="handoff", impl="bips", size=size, consumers=consumers)
+                )
+                x = _ok(_find(records, group="handoff", impl=base, size=size, consumers=consumers))
+                if b and x:
+                    out.append(
+                        {
+                            "metric": f"handoff 1->{consumers} {key}",
+                            "size": size,
+                            "baseline": base,
+                            "ratio": _ratio(b[key], x[key]),
+                            "better": "higher",
+                        }
+                    )
+            if size == BIG:
+                b = _ok(_find(records, group="fill", impl="bips"))
+                x = _ok(_find(records, group="fill", impl=base))
+                if b and x:
+                    out.append(
+                        {
+                            "metric": "fill handoff 1->1 fps",
+                            "size": size,
+                            "baseline": base,
+                            "ratio": _ratio(b["total_fps"], x["total_fps"]),
+                            "better": "higher",
+                        }
+                    )
+    return out
+
+
+# ---- rendering ------------------------------------------------------------------------------
+
+
+def render(machine: dict[str, Any], config: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    parts = [_header(machine, config)]
+    for section in (_latency, _handoff, _fill, _cpp, _futex, _checks, _errors):
+        text = section(records)
+        if text:
+            parts.append(text)
+    return "\n\n".join(parts)
+
+
+def _header(m: dict[str, Any], c: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "bips benchmark",
+            f"machine: {m['nproc']} CPUs ({m['affinity']} usable), {m['cpu']}; Linux {m['kernel']}",
+            (
+                f"software: Python {m['python']}, numpy {m['numpy']}, bips {m['bips']}, "
+                f"posix_ipc {m['posix_ipc']}"
+            ),
+            (
+                f"load average: {m['loadavg_start']} at start, {m.get('loadavg_end')} at end; "
+                f"{m.get('elapsed_s')} s"
+            ),
+            (
+                f"mode: {c['mode']}; warm-up {c['warmup_s']} s, hand-off window {c['handoff_window_s']} s, "
+                f"latency window {c['latency_window_s']} s at one frame per "
+                f"{c['latency_interval_us']:.0f} us (+ sleep overshoot); capacity {c['capacity']}, "
+                f"policy {c['policy']}; workers via multiprocessing '{c['start_method']}'"
+            ),
+        ]
+    )
+
+
+def _latency(records: list[dict[str, Any]]) -> str:
+    rows = []
+    for size in SIZES:
+        for impl, wait in (
+            ("bips", "block"),
+            ("bips", "spin"),
+            ("pipe", "block"),
+            ("sem", "block"),
+        ):
+            r = _ok(_find(records, group="latency", impl=impl, wait=wait, size=size))
+            if r:
+                rows.append(
+                    [
+                        size,
+                        IMPL_NAMES[impl],
+                        "spin 1ms" if wait == "spin" else wait,
+                        str(r["n"]),
+                        _num(r["p50_us"]),
+                        _num(r["p99_us"]),
+                        _num(r["p999_us"]),
+                        _num(r["wake_p50_us"]),
+                    ]
+                )
+    if not rows:
+        return ""
+    text = [
+        (
+            "1. One-way latency, Python -> Python, 1 consumer, producer paced so each frame wakes "
+            "a sleeping consumer (us)"
+        ),
+        (
+            "   p50/p99/p99.9: from the producer's time.monotonic_ns() before publish to one element "
+            "read through numpy; wake p50: to the return of receive()"
+        ),
+        table(["size", "impl", "wait", "n", "p50", "p99", "p99.9", "wake p50"], rows, 3),
+    ]
+    rr = [r for r in ratios(records) if r["metric"].startswith("latency")]
+    if rr:
+        text.append("   bips (blocking) / baseline, lower is better for bips:")
+        text.append(
+            _ratio_table(
+                rr, ("latency p50_us", "latency p99_us", "latency p999_us"), ("p50", "p99", "p99.9")
+            )
+        )
+    return "\n".join(text)
+
+
+def _ratio_table(
+    rr: list[dict[str, Any]], metrics: tuple[str, ...], titles: tuple[str, ...]
+) -> str:
+    rows = []
+    for size in SIZES:
+        for base in BASELINES:
+            got = {
+                r["metric"]: r["ratio"] for r in rr if r["size"] == size and r["baseline"] == base
+            }
+            if got:
+                rows.append([size, f"vs {IMPL_NAMES[base]}"] + [_rx(got.get(m)) for m in metrics])
+    return table(["size", "baseline", *titles], rows, 2)
+
+
+def _handoff(records: list[dict[str, Any]]) -> str:
+    rows = []
+    for size in SIZES:
+        for impl in ("bips", "pipe", "sem"):
+            one = _ok(_find(records, group="handoff", impl=impl, size=size, consumers=1))
+            four = _ok(_find(records, group="handoff", impl=impl, size=size, consumers=4))
+            if one or four:
+                rows.append([size, IMPL_NAMES[impl]] + _handoff_cells(one, four))
+    if not rows:
+        return ""
+    text = [
+        (
+            "2. Hand-off rate, Python -> Python, capacity 8, policy block (frames/s; consumer: "
+            "receive, numpy view, read one element, release)"
+        ),
+        (
+            "   cpu us/f: CPU time (user+sys) per frame in the producer / in a consumer, 1->1; "
+            "sleeps/f: times per frame the process blocked, 1->1"
+        ),
+        table(["size", "impl", *HANDOFF_COLUMNS], rows, 2),
+    ]
+    rr = [r for r in ratios(records) if r["metric"].startswith("handoff")]
+    if rr:
+        text.append("   bips / baseline, higher is better for bips:")
+        text.append(
+            _ratio_table(
+                rr,
+                ("handoff 1->1 total_fps", "handoff 1->4 total_fps", "handoff 1->4 min_fps"),
+                ("1->1", "1->4 total", "1->4 min/cons"),
+            )
+        )
+    return "\n".join(text)
+
+
+HANDOFF_COLUMNS = [
+    "1->1",
+    "1->4 per cons",
+    "1->4 total",
+    "cpu us/f prod",
+    "cpu us/f cons",
+    "sleeps/f prod",
+    "sleeps/f cons",
+    "out-of-seq",
+]
+
+
+def _handoff_cells(one: dict[str, Any] | None, four: dict[str, Any] | None) -> list[str]:
+    return [
+        _rate(_v(one, "total_fps")),
+        _rate(_v(four, "mean_fps")),
+        _rate(_v(four, "total_fps")),
+        _num(_v(one, "producer_cpu_us_per_frame"), 2),
+        _num(_v(one, "consumer_cpu_us_per_frame"), 2),
+        _num(_v(one, "producer_sleeps_per_frame"), 2),
+        _num(_v(one, "consumer_sleeps_per_frame"), 2),
+        str((one["out_of_sequence"] if one else 0) + (four["out_of_sequence"] if four else 0)),
+    ]
+
+
+def _fill(records: list[dict[str, Any]]) -> str:
+    ref = _ok(_find(records, group="fill", impl="numpy"))
+    rows = []
+    if ref:
+        rows.append(["numpy fill of 8 shared-memory slots, no IPC", _rate(ref["fps"]), "1.00x"])
+    for impl in ("bips", "pipe", "sem"):
+        r = _ok(_find(records, group="fill", impl=impl))
+        if r:
+            rows.append(
+                [
+                    f"{IMPL_NAMES[impl]}: fill every byte, hand off 1->1",
+                    _rate(r["total_fps"]),
+                    _rx(_ratio(r["total_fps"], _v(ref, "fps"))),
+                ]
+            )
+    cpp = _ok(_find(records, group="cpp", size=BIG, consumers=1, fill=True))
+    if cpp:
+        rows.append(["bips C++: memset every byte, hand off 1->1", _rate(cpp["total_fps"]), ""])
+    if not rows:
+        return ""
+    return "\n".join(
+        [
+            f"3. Producer fills every pixel, {BIG} uint8 (frames/s; ratio to the plain numpy fill)",
+            table(["what", "frames/s", "vs numpy"], rows, 1),
+        ]
+    )
+
+
+def _cpp(records: list[dict[str, Any]]) -> str:
+    rows = []
+    for size in SIZES:
+        one = _ok(_find(records, group="cpp", size=size, consumers=1, fill=False))
+        four = _ok(_find(records, group="cpp", size=size, consumers=4, fill=False))
+        if not (one or four):
+            continue
+        py1 = _ok(_find(records, group="handoff", impl="bips", size=size, consumers=1))
+        py4 = _ok(_find(records, group="handoff", impl="bips", size=size, consumers=4))
+        rows.append(
+            [size]
+            + _handoff_cells(one, four)
+            + [
+                _rx(_ratio(_v(one, "total_fps"), _v(py1, "total_fps"))),
+                _rx(_ratio(_v(four, "total_fps"), _v(py4, "total_fps"))),
+            ]
+        )
+    if not rows:
+        return ""
+    return "\n".join(
+        [
+            (
+                "4. Hand-off rate, bips C++ -> C++ (frames/s; consumer reads one byte; "
+                "columns as in 2)"
+            ),
+            table(["size", *HANDOFF_COLUMNS, "1->1 vs Py", "1->4 vs Py"], rows, 1),
+        ]
+    )
+
+
+def _futex(records: list[dict[str, Any]]) -> str:
+    rows = []
+    tools = set()
+    for lang in ("python", "cpp"):
+        r = _ok(_find(records, group="futex", lang=lang))
+        if not r:
+            continue
+        tools.add(r["tool"])
+        c_waits, p_waits = r["consumer_wait_per_frame"], r["producer_wait_per_frame"]
+        rows.append([
+            "Python" if lang == "python" else "C++",
+            _rate(r["fps"]),
+            _num(r["producer_wake_per_frame"], 3),
+            _num(r["producer_wait_per_frame"], 3),
+            _num(r["consumer_wake_per_frame"], 3),
+            _num(r["consumer_wait_per_frame"], 3),
+            _num(r["producer_wake_per_frame"] / c_waits if c_waits else None, 1),
+            _num(r["consumer_wake_per_frame"] / p_waits if p_waits else None, 1),
+        ])  # fmt: skip
+    if not rows:
+        return ""
+    how = "perf tracepoint" if tools == {"perf"} else "strace -f (slows syscalls: over-counts)"
+    return "\n".join([
+        f"5. Shared-futex syscalls per frame, bips 1->1 64B hand-off, counted with {how}",
+        "   ideal: a wake only for a sleeper, i.e. producer wakes ~= consumer waits and vice versa",
+        table(["lang", "frames/s", "prod WAKE/f", "prod WAIT/f", "cons WAKE/f", "cons WAIT/f",
+               "prod WAKE per cons WAIT", "cons WAKE per prod WAIT"], rows, 1),
+    ])  # fmt: skip
+
+
+def _checks(records: list[dict[str, Any]]) -> str:
+    """Correctness flags: a lossless in-order queue never delivers out of sequence."""
+    lines = []
+    for impl in ("bips", "pipe", "sem"):
+        for lang in ("python", "cpp"):
+            bad = [
+                r for r in records
+                if r.get("impl") == impl and r.get("lang") == lang and r.get("out_of_sequence")
+            ]  # fmt: skip
+            if bad:
+                n = sum(r["out_of_sequence"] for r in bad)
+                cases = ", ".join(f"{r['size']} 1->{r['consumers']}" for r in bad)
+                lines.append(
+                    f"  {IMPL_NAMES[impl]} ({'C++' if lang == 'cpp' else 'Python'}): {n} frames "
+                    f"whose seq was not the previous one + 1 (lossless, in order: expected 0) "
+                    f"in {cases}"
+                )
+    if not lines:
+        return ""
+    return "\n".join(["CHECKS", *lines])
+
+
+def _errors(records: list[dict[str, Any]]) -> str:
+    bad = [r for r in records if "error" in r]
+    if not bad:
+        return ""
+    lines = ["FAILED cases:"]
+    for r in bad:
+        what = " ".join(
+            str(r.get(k))
+            for k in ("group", "impl", "wait", "size", "consumers")
+            if r.get(k) is not None
+        )
+        lines.append(f"  {what}: {r['error'].splitlines()[0] if r['error'] else ''}")
+        for line in r["error"].splitlines()[1:][-6:]:
+            lines.append(f"      {line}")
+    return "\n".join(lines)
