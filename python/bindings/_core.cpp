@@ -55,6 +55,8 @@ void set_os_error(PyObject *type, int err, const char *msg) {
     }
 }
 
+void translate_exception(std::exception_ptr p);
+
 void register_exceptions(py::module_ &m) {
     EXC.error = new_exception(m, "Error", PyExc_Exception, "Base class of every bips error.");
     PyObject *b;
@@ -74,7 +76,24 @@ void register_exceptions(py::module_ &m) {
     b = tuple_of({EXC.error, PyExc_ValueError});
     EXC.invalid = new_exception(m, "InvalidArgument", b, "A bad argument or a closed handle.");
 
-    py::register_exception_translator([](std::exception_ptr p) {
+    py::register_exception_translator(translate_exception);
+}
+
+void translate_current_exception() {
+    try {
+        translate_exception(std::current_exception());
+    } catch (const std::bad_alloc &) {
+        PyErr_NoMemory();
+    } catch (const std::exception &e) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+    } catch (...) {
+        PyErr_SetString(PyExc_RuntimeError, "unknown C++ exception");
+    }
+}
+
+// bips and OS errors to their Python classes; anything else is rethrown for pybind11's own
+// translators.
+void translate_exception(std::exception_ptr p) {
         try {
             if (p)
                 std::rethrow_exception(p);
@@ -100,7 +119,6 @@ void register_exceptions(py::module_ &m) {
             // OSError(errno, msg) picks the subclass: FileNotFoundError, PermissionError...
             set_os_error(PyExc_OSError, e.code().value(), e.what());
         }
-    });
 }
 
 // ---- dtypes ---------------------------------------------------------------------------------
@@ -583,6 +601,223 @@ std::string octal(unsigned mode) {
     return buf;
 }
 
+// ---- the hot calls -------------------------------------------------------------------------
+// acquire/publish/receive and the per-frame Frame members run once per frame on each side, so
+// they are bound as plain CPython fast-call methods (install_fast_paths below) instead of
+// through pybind11's generic dispatcher, which costs several times the work they do.
+
+PyBuffer do_acquire(bips::Producer &p, std::optional<double> timeout) {
+    if (timeout)
+        seconds(*timeout); // refuse a bad timeout even when no wait is needed
+    if (auto b = p.try_acquire())
+        return PyBuffer(std::move(*b));
+    auto b = wait_sliced<bips::Buffer>(timeout, [&](bips::Duration slice) {
+        return p.try_acquire_for(slice);
+    });
+    if (!b)
+        throw bips::Timeout("no free buffer in pool '" + p.name() + "' within the timeout");
+    return PyBuffer(std::move(*b));
+}
+
+void do_publish(bips::Producer &p, PyBuffer &buf, std::optional<std::int64_t> timestamp_ns,
+                py::handle meta) {
+    std::string_view m;
+    py::buffer_info info;
+    if (meta && !meta.is_none()) {
+        if (py::isinstance<py::str>(meta))
+            throw bips::InvalidArgument("meta must be bytes-like (encode str first)");
+        info = py::reinterpret_borrow<py::buffer>(meta).request();
+        m = std::string_view(static_cast<const char *>(info.ptr),
+                             static_cast<std::size_t>(info.size * info.itemsize));
+    }
+    if (m.size() > p.meta_size())
+        throw bips::InvalidArgument("meta is " + std::to_string(m.size()) + " bytes; the pool allows " +
+                                    std::to_string(p.meta_size()) + " (meta_size)");
+    p.publish(buf.take(), timestamp_ns.value_or(-1), m.data(), m.size());
+}
+
+PyFrame do_receive(bips::Consumer &c, std::optional<double> timeout) {
+    if (timeout)
+        seconds(*timeout);
+    if (auto f = c.try_receive())
+        return PyFrame(std::move(*f));
+    auto f = wait_sliced<bips::Frame>(timeout, [&](bips::Duration slice) {
+        return c.try_receive_for(slice);
+    });
+    if (!f)
+        throw bips::Timeout("no frame from pool '" + c.name() + "' within the timeout");
+    return PyFrame(std::move(*f));
+}
+
+// The C++ object behind a pybind11 instance, without the generic caster's type search.
+template <class T> T &self_of(PyObject *self) {
+    auto *inst = reinterpret_cast<py::detail::instance *>(self);
+    if (inst->simple_layout) {
+        if (!inst->simple_holder_constructed)
+            throw bips::InvalidArgument("object was not initialised");
+        return *static_cast<T *>(inst->simple_value_holder[0]);
+    }
+    return py::handle(self).cast<T &>();
+}
+
+void translate_current_exception();
+
+// Runs f, turning C++ exceptions into Python ones as pybind11 would.
+template <class F> PyObject *guarded(F &&f) noexcept {
+    try {
+        return f();
+    } catch (py::error_already_set &e) {
+        e.restore();
+    } catch (const py::builtin_exception &e) {
+        e.set_error();
+    } catch (...) {
+        translate_current_exception();
+    }
+    return nullptr;
+}
+
+// Positional-or-keyword arguments `names` (all optional) of a METH_FASTCALL|METH_KEYWORDS call.
+template <std::size_t N>
+void parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                const char *const (&names)[N], PyObject *(&out)[N]) {
+    for (auto &o : out)
+        o = nullptr;
+    if (nargs > static_cast<Py_ssize_t>(N))
+        throw py::type_error(std::string(fname) + "() takes at most " + std::to_string(N) +
+                             " arguments");
+    for (Py_ssize_t i = 0; i < nargs; ++i)
+        out[i] = args[i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; ++k) {
+        const char *key = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, k));
+        std::size_t j = 0;
+        while (j < N && (!key || std::strcmp(key, names[j]) != 0))
+            ++j;
+        if (j == N)
+            throw py::type_error(std::string(fname) + "() got an unexpected keyword argument '" +
+                                 (key ? key : "?") + "'");
+        if (out[j])
+            throw py::type_error(std::string(fname) + "() got multiple values for '" + names[j] + "'");
+        out[j] = args[nargs + k];
+    }
+}
+
+std::optional<double> timeout_arg(PyObject *o) {
+    if (!o || o == Py_None)
+        return std::nullopt;
+    double v = PyFloat_AsDouble(o);
+    if (v == -1.0 && PyErr_Occurred())
+        throw py::error_already_set();
+    return v;
+}
+
+PyObject *fast_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
+    return guarded([&] {
+        static const char *const names[] = {"timeout"};
+        PyObject *a[1];
+        parse_args("acquire", args, nargs, kw, names, a);
+        return py::cast(do_acquire(self_of<bips::Producer>(self), timeout_arg(a[0]))).release().ptr();
+    });
+}
+
+PyObject *fast_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
+    return guarded([&] {
+        static const char *const names[] = {"buffer", "timestamp_ns", "meta"};
+        PyObject *a[3];
+        parse_args("publish", args, nargs, kw, names, a);
+        if (!a[0] || !py::isinstance<PyBuffer>(a[0]))
+            throw py::type_error("publish() needs a bips.Buffer from acquire()");
+        std::optional<std::int64_t> ts;
+        if (a[1] && a[1] != Py_None) {
+            long long v = PyLong_AsLongLong(a[1]);
+            if (v == -1 && PyErr_Occurred())
+                throw py::error_already_set();
+            ts = v;
+        }
+        do_publish(self_of<bips::Producer>(self), self_of<PyBuffer>(a[0]), ts, a[2]);
+        return py::none().release().ptr();
+    });
+}
+
+PyObject *fast_receive(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
+    return guarded([&] {
+        static const char *const names[] = {"timeout"};
+        PyObject *a[1];
+        parse_args("receive", args, nargs, kw, names, a);
+        return py::cast(do_receive(self_of<bips::Consumer>(self), timeout_arg(a[0]))).release().ptr();
+    });
+}
+
+PyObject *fast_frame_numpy(PyObject *self, PyObject *) {
+    return guarded([&] { return self_of<PyFrame>(self).numpy().release().ptr(); });
+}
+
+PyObject *fast_frame_release(PyObject *self, PyObject *) {
+    return guarded([&] {
+        self_of<PyFrame>(self).release();
+        return py::none().release().ptr();
+    });
+}
+
+PyObject *fast_buffer_numpy(PyObject *self, PyObject *) {
+    return guarded([&] { return self_of<PyBuffer>(self).numpy().release().ptr(); });
+}
+
+PyObject *get_seq(PyObject *self, void *) {
+    return guarded([&] { return PyLong_FromUnsignedLongLong(self_of<PyFrame>(self).seq()); });
+}
+
+PyObject *get_timestamp_ns(PyObject *self, void *) {
+    return guarded([&] { return PyLong_FromLongLong(self_of<PyFrame>(self).timestamp_ns()); });
+}
+
+void set_attr(py::handle cls, const char *name, PyObject *descr) {
+    if (!descr || PyObject_SetAttrString(cls.ptr(), name, descr) != 0)
+        throw py::error_already_set();
+    Py_DECREF(descr);
+}
+
+template <class P, class C, class F, class B>
+void install_fast_paths(P &producer, C &consumer, F &frame, B &buffer) {
+    auto type = [](py::handle h) { return reinterpret_cast<PyTypeObject *>(h.ptr()); };
+    static PyMethodDef acquire = {
+        "acquire", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_acquire)),
+        METH_FASTCALL | METH_KEYWORDS,
+        "acquire($self, /, timeout=None)\n--\n\nA free buffer; waits up to `timeout` seconds "
+        "(None: forever). Raises Timeout."};
+    static PyMethodDef publish = {
+        "publish", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_publish)),
+        METH_FASTCALL | METH_KEYWORDS,
+        "publish($self, /, buffer, timestamp_ns=None, meta=None)\n--\n\nPublishes `buffer` to "
+        "every attached consumer. timestamp_ns defaults to CLOCK_MONOTONIC now; meta is bytes-like."};
+    static PyMethodDef receive = {
+        "receive", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_receive)),
+        METH_FASTCALL | METH_KEYWORDS,
+        "receive($self, /, timeout=None)\n--\n\nThe next frame; waits up to `timeout` seconds "
+        "(None: forever). Raises Timeout, or ProducerGone once the producer is gone and nothing "
+        "is queued."};
+    static PyMethodDef frame_numpy = {"numpy", fast_frame_numpy, METH_NOARGS,
+                                      "numpy($self, /)\n--\n\nA read-only numpy array of the "
+                                      "frame (cached, zero copy)."};
+    static PyMethodDef frame_release = {"release", fast_frame_release, METH_NOARGS,
+                                        "release($self, /)\n--\n\nGives the frame back; deferred "
+                                        "until every view made from it is gone. Idempotent."};
+    static PyMethodDef buffer_numpy = {"numpy", fast_buffer_numpy, METH_NOARGS,
+                                       "numpy($self, /)\n--\n\nA writable numpy array over the "
+                                       "buffer (cached, zero copy)."};
+    static PyGetSetDef seq = {"seq", get_seq, nullptr, "Sequence number (0, 1, 2... per pool).", nullptr};
+    static PyGetSetDef ts = {"timestamp_ns", get_timestamp_ns, nullptr,
+                             "CLOCK_MONOTONIC nanoseconds from the producer.", nullptr};
+    set_attr(producer, "acquire", PyDescr_NewMethod(type(producer), &acquire));
+    set_attr(producer, "publish", PyDescr_NewMethod(type(producer), &publish));
+    set_attr(consumer, "receive", PyDescr_NewMethod(type(consumer), &receive));
+    set_attr(frame, "numpy", PyDescr_NewMethod(type(frame), &frame_numpy));
+    set_attr(frame, "release", PyDescr_NewMethod(type(frame), &frame_release));
+    set_attr(buffer, "numpy", PyDescr_NewMethod(type(buffer), &buffer_numpy));
+    set_attr(frame, "seq", PyDescr_NewGetSet(type(frame), &seq));
+    set_attr(frame, "timestamp_ns", PyDescr_NewGetSet(type(frame), &ts));
+}
+
 } // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -764,7 +999,8 @@ until they die; do not write through them after publishing.)doc");
         });
     enable_buffer_protocol(buffer);
 
-    py::class_<bips::Producer>(m, "Producer", "Creates a pool and publishes frames into it.")
+    auto producer = py::class_<bips::Producer>(m, "Producer", "Creates a pool and publishes frames into it.");
+    producer
         .def(py::init([](const std::string &name, std::uint32_t capacity, const py::object &shape,
                          const py::object &dtype, std::size_t buffer_size, const std::string &policy,
                          unsigned mode, std::size_t meta_size, std::uint32_t max_consumers) {
@@ -784,43 +1020,11 @@ until they die; do not write through them after publishing.)doc");
              py::arg("name"), py::kw_only(), py::arg("capacity") = 8, py::arg("shape") = py::none(),
              py::arg("dtype") = "uint8", py::arg("buffer_size") = 0, py::arg("policy") = "block",
              py::arg("mode") = 0600, py::arg("meta_size") = 0, py::arg("max_consumers") = 8)
-        .def("acquire", [](bips::Producer &p, std::optional<double> timeout) {
-            if (timeout)
-                seconds(*timeout); // refuse a bad timeout even when no wait is needed
-            if (auto b = p.try_acquire())
-                return PyBuffer(std::move(*b));
-            auto b = wait_sliced<bips::Buffer>(timeout, [&](bips::Duration slice) {
-                return p.try_acquire_for(slice);
-            });
-            if (!b)
-                throw bips::Timeout("no free buffer in pool '" + p.name() + "' within the timeout");
-            return PyBuffer(std::move(*b));
-        }, py::arg("timeout") = py::none(),
-           "A free buffer; waits up to `timeout` seconds (None: forever). Raises Timeout.")
         .def("try_acquire", [](bips::Producer &p) -> std::optional<PyBuffer> {
             if (auto b = p.try_acquire())
                 return PyBuffer(std::move(*b));
             return std::nullopt;
         }, "A free buffer or None, without waiting.")
-        .def("publish", [](bips::Producer &p, PyBuffer &buf, std::optional<std::int64_t> timestamp_ns,
-                           const py::object &meta) {
-            std::string_view m;
-            py::buffer_info info;
-            if (!meta.is_none()) {
-                if (py::isinstance<py::str>(meta)) {
-                    throw bips::InvalidArgument("meta must be bytes-like (encode str first)");
-                }
-                info = py::buffer(meta).request();
-                m = std::string_view(static_cast<const char *>(info.ptr),
-                                     static_cast<std::size_t>(info.size * info.itemsize));
-            }
-            if (m.size() > p.meta_size())
-                throw bips::InvalidArgument("meta is " + std::to_string(m.size()) +
-                                            " bytes; the pool allows " + std::to_string(p.meta_size()) +
-                                            " (meta_size)");
-            p.publish(buf.take(), timestamp_ns.value_or(-1), m.data(), m.size());
-        }, py::arg("buffer"), py::arg("timestamp_ns") = py::none(), py::arg("meta") = py::none(),
-           "Publishes `buffer` to every attached consumer.")
         .def("close", [](bips::Producer &p) { p.close(); }, "End of stream. Idempotent.")
         .def_property_readonly("closed", &bips::Producer::closed)
         .def_property_readonly("stats", &bips::Producer::stats)
@@ -843,7 +1047,8 @@ until they die; do not write through them after publishing.)doc");
                    (p.closed() ? " closed>" : ">");
         });
 
-    py::class_<bips::Consumer>(m, "Consumer", "Attaches to a pool and receives every frame in order.")
+    auto consumer = py::class_<bips::Consumer>(m, "Consumer", "Attaches to a pool and receives every frame in order.");
+    consumer
         .def(py::init([](const std::string &name, bool latest, std::optional<double> timeout,
                          bool reconnect, double spin) {
                  bips::ConsumerOptions o;
@@ -874,20 +1079,6 @@ until they die; do not write through them after publishing.)doc");
              }),
              py::arg("name"), py::kw_only(), py::arg("latest") = false, py::arg("timeout") = 0.0,
              py::arg("reconnect") = false, py::arg("spin") = 0.0)
-        .def("receive", [](bips::Consumer &c, std::optional<double> timeout) {
-            if (timeout)
-                seconds(*timeout); // refuse a bad timeout even when no wait is needed
-            if (auto f = c.try_receive())
-                return PyFrame(std::move(*f));
-            auto f = wait_sliced<bips::Frame>(timeout, [&](bips::Duration slice) {
-                return c.try_receive_for(slice);
-            });
-            if (!f)
-                throw bips::Timeout("no frame from pool '" + c.name() + "' within the timeout");
-            return PyFrame(std::move(*f));
-        }, py::arg("timeout") = py::none(),
-           "The next frame; waits up to `timeout` seconds (None: forever). Raises Timeout, or "
-           "ProducerGone once the producer is gone and nothing is queued.")
         .def("try_receive", [](bips::Consumer &c) -> std::optional<PyFrame> {
             if (auto f = c.try_receive())
                 return PyFrame(std::move(*f));
@@ -924,6 +1115,8 @@ until they die; do not write through them after publishing.)doc");
         .def("__repr__", [](const bips::Consumer &c) {
             return "<bips.Consumer '" + c.name() + "'" + (c.closed() ? " closed>" : ">");
         });
+
+    install_fast_paths(producer, consumer, frame, buffer);
 
     m.def("list_pools", &bips::list_pools, "Every bips pool under /dev/shm, read without attaching.");
     m.def("pool_info", &bips::pool_info, py::arg("name"), "One pool's details with a row per consumer slot.");

@@ -220,11 +220,11 @@ class Frame:
         ...
     def __repr__(self) -> str:
         ...
-    def numpy(self) -> typing.Any:
+    def numpy(self):
         """
         A read-only numpy array of the frame (cached, zero copy).
         """
-    def release(self) -> None:
+    def release(self):
         """
         Gives the frame back; deferred until every view made from it is gone. Idempotent.
         """
@@ -244,13 +244,7 @@ class Frame:
     def released(self) -> bool:
         ...
     @property
-    def seq(self) -> int:
-        ...
-    @property
     def shape(self) -> tuple[int, ...]:
-        ...
-    @property
-    def timestamp_ns(self) -> int:
         ...
 class Buffer:
     """
@@ -276,7 +270,7 @@ class Buffer:
         """
         Gives the buffer back unpublished. Idempotent.
         """
-    def numpy(self) -> typing.Any:
+    def numpy(self):
         """
         A writable numpy array over the buffer (cached, zero copy).
         """
@@ -319,7 +313,7 @@ class Producer:
         ...
     def __repr__(self) -> str:
         ...
-    def acquire(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> Buffer:
+    def acquire(self, timeout = None):
         """
         A free buffer; waits up to `timeout` seconds (None: forever). Raises Timeout.
         """
@@ -327,9 +321,9 @@ class Producer:
         """
         End of stream. Idempotent.
         """
-    def publish(self, buffer: Buffer, timestamp_ns: typing.SupportsInt | typing.SupportsIndex | None = None, meta: typing.Any = None) -> None:
+    def publish(self, buffer, timestamp_ns = None, meta = None):
         """
-        Publishes `buffer` to every attached consumer.
+        Publishes `buffer` to every attached consumer. timestamp_ns defaults to CLOCK_MONOTONIC now; meta is bytes-like.
         """
     def try_acquire(self) -> Buffer | None:
         """
@@ -385,7 +379,7 @@ class Consumer:
         """
         Detaches; frames still held stay valid until released. Idempotent.
         """
-    def receive(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> Frame:
+    def receive(self, timeout = None):
         """
         The next frame; waits up to `timeout` seconds (None: forever). Raises Timeout, or ProducerGone once the producer is gone and nothing is queued.
         """
