@@ -34,6 +34,31 @@ def main() -> None:
     )
     if "import typing_extensions" not in text:
         text = text.replace("import typing\n", "import typing\nimport typing_extensions\n")
+    # The fast-call methods (see install_fast_paths in _core.cpp) carry text signatures without
+    # types, and getset descriptors are not listed: give them their types here.
+    typed = {
+        "def numpy(self):": "def numpy(self) -> typing.Any:",
+        "def release(self):": "def release(self) -> None:",
+        "def acquire(self, timeout = None):": (
+            "def acquire(self, timeout: typing.SupportsFloat | None = None) -> Buffer:"
+        ),
+        "def receive(self, timeout = None):": (
+            "def receive(self, timeout: typing.SupportsFloat | None = None) -> Frame:"
+        ),
+        "def publish(self, buffer, timestamp_ns = None, meta = None):": (
+            "def publish(self, buffer: Buffer, timestamp_ns: typing.SupportsInt | None = None, "
+            "meta: typing.Any = None) -> None:"
+        ),
+        "    def released(self) -> bool:\n        ...\n": (
+            "    def released(self) -> bool:\n        ...\n"
+            "    @property\n    def seq(self) -> int:\n        ...\n"
+            "    @property\n    def timestamp_ns(self) -> int:\n        ...\n"
+        ),
+    }
+    for old, new in typed.items():
+        if old not in text:
+            raise SystemExit(f"make_stub: expected {old!r} in the generated stub")
+        text = text.replace(old, new)
     # Frame and Buffer have a method named `numpy`, which would shadow the module in class scope.
     text = text.replace("import numpy\n", "import numpy as _numpy\n")
     text = re.sub(r"\bnumpy\.(dtype|ndarray)", r"_numpy.\1", text)

@@ -220,11 +220,11 @@ class Frame:
         ...
     def __repr__(self) -> str:
         ...
-    def numpy(self):
+    def numpy(self) -> typing.Any:
         """
         A read-only numpy array of the frame (cached, zero copy).
         """
-    def release(self):
+    def release(self) -> None:
         """
         Gives the frame back; deferred until every view made from it is gone. Idempotent.
         """
@@ -242,6 +242,12 @@ class Frame:
         ...
     @property
     def released(self) -> bool:
+        ...
+    @property
+    def seq(self) -> int:
+        ...
+    @property
+    def timestamp_ns(self) -> int:
         ...
     @property
     def shape(self) -> tuple[int, ...]:
@@ -270,7 +276,7 @@ class Buffer:
         """
         Gives the buffer back unpublished. Idempotent.
         """
-    def numpy(self):
+    def numpy(self) -> typing.Any:
         """
         A writable numpy array over the buffer (cached, zero copy).
         """
@@ -313,7 +319,7 @@ class Producer:
         ...
     def __repr__(self) -> str:
         ...
-    def acquire(self, timeout = None):
+    def acquire(self, timeout: typing.SupportsFloat | None = None) -> Buffer:
         """
         A free buffer; waits up to `timeout` seconds (None: forever). Raises Timeout.
         """
@@ -321,7 +327,7 @@ class Producer:
         """
         End of stream. Idempotent.
         """
-    def publish(self, buffer, timestamp_ns = None, meta = None):
+    def publish(self, buffer: Buffer, timestamp_ns: typing.SupportsInt | None = None, meta: typing.Any = None) -> None:
         """
         Publishes `buffer` to every attached consumer. timestamp_ns defaults to CLOCK_MONOTONIC now; meta is bytes-like.
         """
@@ -379,7 +385,7 @@ class Consumer:
         """
         Detaches; frames still held stay valid until released. Idempotent.
         """
-    def receive(self, timeout = None):
+    def receive(self, timeout: typing.SupportsFloat | None = None) -> Frame:
         """
         The next frame; waits up to `timeout` seconds (None: forever). Raises Timeout, or ProducerGone once the producer is gone and nothing is queued.
         """
