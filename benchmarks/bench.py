@@ -179,19 +179,35 @@ def numpy_fill_case(runner: Runner, st: Settings) -> Case:
     )
 
 
-def cpp_case(st: Settings, size_label: str, consumers: int, fill: bool) -> Case:
+# The C++ consumer also runs with a bounded busy-poll (ConsumerOptions::spin): at ~0.3 us of
+# work per frame a depth-8 queue drains faster than a futex wake-up, so without it both sides
+# take turns sleeping and the wake-up latency, not bips, sets the rate.
+CPP_SPIN_US = 50
+
+
+def cpp_case(st: Settings, size_label: str, consumers: int, fill: bool, spin_us: int = 0) -> Case:
     size = SIZES[size_label]
 
     def run() -> dict[str, Any]:
         cpp_bench.build()
-        out = cpp_bench.run_handoff(unique_name("cpp"), size, consumers, st.handoff(), fill)
+        out = cpp_bench.run_handoff(
+            unique_name("cpp"), size, consumers, st.handoff(), fill, spin_us
+        )
         return summarize_handoff(out["producer"], out["consumer_results"])
 
+    spin = f" spin {spin_us}us" if spin_us else ""
     return Case(
         "cpp",
-        f"cpp bips 1->{consumers} {size_label}{' fill' if fill else ''}",
+        f"cpp bips 1->{consumers} {size_label}{' fill' if fill else ''}{spin}",
         run,
-        {"impl": "bips", "size": size_label, "consumers": consumers, "fill": fill, "lang": "cpp"},
+        {
+            "impl": "bips",
+            "size": size_label,
+            "consumers": consumers,
+            "fill": fill,
+            "lang": "cpp",
+            "spin_us": spin_us,
+        },
     )
 
 
@@ -276,6 +292,7 @@ def plan(args: argparse.Namespace, runner: Runner, st: Settings) -> list[Case]:
         for size in sizes:
             for consumers in args.consumers:
                 cases.append(cpp_case(st, size, consumers, False))
+                cases.append(cpp_case(st, size, consumers, False, CPP_SPIN_US))
         if BIG in sizes:
             cases.append(cpp_case(st, BIG, 1, True))
     if "futex" in only and "bips" in impls:

@@ -64,9 +64,12 @@ def _build() -> None:
             raise CaseError(f"{' '.join(cmd)} failed:\n{tail}")
 
 
-def command(name: str, size: Size, consumers: int, timing: Timing, fill: bool) -> list[str]:
+def command(
+    name: str, size: Size, consumers: int, timing: Timing, fill: bool, spin_us: int = 0
+) -> list[str]:
     cmd = [str(EXE), "--name", name, "--consumers", str(consumers),
-           "--warmup", str(timing.warmup), "--seconds", str(timing.duration)]  # fmt: skip
+           "--warmup", str(timing.warmup), "--seconds", str(timing.duration),
+           "--spin-us", str(spin_us)]  # fmt: skip
     if size.shape:
         cmd += ["--shape", ",".join(str(d) for d in size.shape)]
     else:
@@ -95,10 +98,10 @@ def parse(stdout: str, returncode: int = 0, stderr: str = "") -> dict[str, Any]:
 
 
 def run_handoff(
-    name: str, size: Size, consumers: int, timing: Timing, fill: bool = False
+    name: str, size: Size, consumers: int, timing: Timing, fill: bool = False, spin_us: int = 0
 ) -> dict[str, Any]:
     """Runs one C++ case; returns bench_handoff's JSON (producer, consumer_results)."""
-    cmd = command(name, size, consumers, timing, fill)
+    cmd = command(name, size, consumers, timing, fill, spin_us)
     limit = time_limit(timing)
     try:
         # run() kills the benchmark on any exception (Ctrl-C included); its consumers die with it

@@ -304,15 +304,15 @@ def _fill(records: list[dict[str, Any]]) -> str:
 
 def _cpp(records: list[dict[str, Any]]) -> str:
     rows = []
-    for size in SIZES:
-        one = _ok(_find(records, group="cpp", size=size, consumers=1, fill=False))
-        four = _ok(_find(records, group="cpp", size=size, consumers=4, fill=False))
+    for size, spin in [(size, spin) for size in SIZES for spin in (0, 50)]:
+        one = _ok(_find(records, group="cpp", size=size, consumers=1, fill=False, spin_us=spin))
+        four = _ok(_find(records, group="cpp", size=size, consumers=4, fill=False, spin_us=spin))
         if not (one or four):
             continue
         py1 = _ok(_find(records, group="handoff", impl="bips", size=size, consumers=1))
         py4 = _ok(_find(records, group="handoff", impl="bips", size=size, consumers=4))
         rows.append(
-            [size]
+            [size, f"spin {spin} us" if spin else "block"]
             + _handoff_cells(one, four)
             + [
                 _rx(_ratio(_v(one, "total_fps"), _v(py1, "total_fps"))),
@@ -327,7 +327,7 @@ def _cpp(records: list[dict[str, Any]]) -> str:
                 "4. Hand-off rate, bips C++ -> C++ (frames/s; consumer reads one byte; "
                 "columns as in 2)"
             ),
-            table(["size", *HANDOFF_COLUMNS, "1->1 vs Py", "1->4 vs Py"], rows, 1),
+            table(["size", "wait", *HANDOFF_COLUMNS, "1->1 vs Py", "1->4 vs Py"], rows, 2),
         ]
     )
 

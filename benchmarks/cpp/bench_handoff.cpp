@@ -5,7 +5,7 @@
 // process counts the frames it handled inside it. Prints one JSON object on stdout.
 //
 //   bench_handoff --name NAME [--bytes 64 | --shape 2160,3840,3] [--consumers N] [--warmup S]
-//                 [--seconds S] [--fill]
+//                 [--seconds S] [--fill] [--spin-us N]
 #include <bips/bips.hpp>
 
 #include <poll.h>
@@ -41,6 +41,7 @@ struct Options {
     double warmup = 0.3;
     double seconds = 1.5;
     bool fill = false;
+    long spin_us = 0; // consumer busy-polls this long before sleeping (ConsumerOptions::spin)
 };
 
 // What each process reports; fixed-size so that a child can write it down a pipe in one go.
@@ -181,6 +182,7 @@ int consumer_main(const Options &o, int ready_w, int go_r, int result_w) {
     try {
         bips::ConsumerOptions co;
         co.wait = std::chrono::seconds(10);
+        co.spin = std::chrono::microseconds(o.spin_us);
         bips::Consumer cons(o.name, co);
         char one = 1;
         write_all(ready_w, &one, 1);
@@ -297,6 +299,8 @@ Options parse(int argc, char **argv) {
             o.warmup = std::stod(value());
         } else if (a == "--seconds") {
             o.seconds = std::stod(value());
+        } else if (a == "--spin-us") {
+            o.spin_us = std::stol(value());
         } else if (a == "--fill") {
             o.fill = true;
         } else {
