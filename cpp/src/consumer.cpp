@@ -431,7 +431,7 @@ Frame Consumer::receive(Duration timeout) {
 std::optional<Frame> Consumer::try_receive() {
     if (!m_state)
         throw InvalidArgument("consumer was moved from");
-    return m_state->receive(Clock::now(), false);
+    return m_state->receive(Clock::time_point{}, false); // no deadline: never waits
 }
 
 std::optional<Frame> Consumer::try_receive_for(Duration timeout) {

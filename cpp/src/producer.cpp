@@ -429,7 +429,7 @@ Buffer Producer::acquire(Duration timeout) {
 }
 
 std::optional<Buffer> Producer::try_acquire() {
-    return core_of(m_core).acquire(Clock::now(), false);
+    return core_of(m_core).acquire(Clock::time_point{}, false); // no deadline: never waits
 }
 
 std::optional<Buffer> Producer::try_acquire_for(Duration timeout) {
