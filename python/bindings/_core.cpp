@@ -606,17 +606,25 @@ std::string octal(unsigned mode) {
 // they are bound as plain CPython fast-call methods (install_fast_paths below) instead of
 // through pybind11's generic dispatcher, which costs several times the work they do.
 
-PyBuffer do_acquire(bips::Producer &p, std::optional<double> timeout) {
+// Takes at once when it can (GIL held, no syscall), else waits in GIL-free slices; Timeout
+// with `what()` as message when the time is up.
+template <class T, class Now, class For, class What>
+T now_or_wait(std::optional<double> timeout, Now &&now, For &&wait_for, What &&what) {
     if (timeout)
         seconds(*timeout); // refuse a bad timeout even when no wait is needed
-    if (auto b = p.try_acquire())
-        return PyBuffer(std::move(*b));
-    auto b = wait_sliced<bips::Buffer>(timeout, [&](bips::Duration slice) {
-        return p.try_acquire_for(slice);
-    });
-    if (!b)
-        throw bips::Timeout("no free buffer in pool '" + p.name() + "' within the timeout");
-    return PyBuffer(std::move(*b));
+    if (auto x = now())
+        return std::move(*x);
+    auto x = wait_sliced<T>(timeout, wait_for);
+    if (!x)
+        throw bips::Timeout(what());
+    return std::move(*x);
+}
+
+PyBuffer do_acquire(bips::Producer &p, std::optional<double> timeout) {
+    return PyBuffer(now_or_wait<bips::Buffer>(
+        timeout, [&] { return p.try_acquire(); },
+        [&](bips::Duration slice) { return p.try_acquire_for(slice); },
+        [&] { return "no free buffer in pool '" + p.name() + "' within the timeout"; }));
 }
 
 void do_publish(bips::Producer &p, PyBuffer &buf, std::optional<std::int64_t> timestamp_ns,
@@ -637,16 +645,10 @@ void do_publish(bips::Producer &p, PyBuffer &buf, std::optional<std::int64_t> ti
 }
 
 PyFrame do_receive(bips::Consumer &c, std::optional<double> timeout) {
-    if (timeout)
-        seconds(*timeout);
-    if (auto f = c.try_receive())
-        return PyFrame(std::move(*f));
-    auto f = wait_sliced<bips::Frame>(timeout, [&](bips::Duration slice) {
-        return c.try_receive_for(slice);
-    });
-    if (!f)
-        throw bips::Timeout("no frame from pool '" + c.name() + "' within the timeout");
-    return PyFrame(std::move(*f));
+    return PyFrame(now_or_wait<bips::Frame>(
+        timeout, [&] { return c.try_receive(); },
+        [&](bips::Duration slice) { return c.try_receive_for(slice); },
+        [&] { return "no frame from pool '" + c.name() + "' within the timeout"; }));
 }
 
 // The C++ object behind a pybind11 instance, without the generic caster's type search.
@@ -1087,12 +1089,7 @@ until they die; do not write through them after publishing.)doc");
         .def("__iter__", [](py::object self) { return self; })
         .def("__next__", [](bips::Consumer &c) {
             try {
-                if (auto f = c.try_receive())
-                    return PyFrame(std::move(*f));
-                auto f = wait_sliced<bips::Frame>(std::nullopt, [&](bips::Duration slice) {
-                    return c.try_receive_for(slice);
-                });
-                return PyFrame(std::move(*f));
+                return do_receive(c, std::nullopt);
             } catch (const bips::ProducerGone &) {
                 throw py::stop_iteration();
             }
