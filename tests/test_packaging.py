@@ -245,3 +245,42 @@ def test_find_package_example_feeds_a_python_consumer(tmp_path: Path, pool_name:
     assert proc.returncode == 0, f"app exited with {proc.returncode}\n{out}\n{err}"
     assert f"bips {bips.__version__}: pool '{pool_name}' ready" in out
     assert f"published {n} frames" in out
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_sdk(tmp_path: Path) -> None:
+    """The wheel holds the compiled module, the typing files, and inside the package the C++ SDK:
+    public headers, the static library, the CMake config (+ version file) and bips.pc."""
+    import zipfile
+
+    pytest.importorskip("scikit_build_core")
+    pytest.importorskip("pybind11")
+    run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), "-Cbuild-dir=" + str(tmp_path / "build"), str(REPO)],
+        timeout=900,
+    )  # fmt: skip
+    wheels = list(tmp_path.glob("bips-*.whl"))
+    assert len(wheels) == 1, wheels
+    names = set(zipfile.ZipFile(wheels[0]).namelist())
+    expected = {
+        "bips/__init__.py",
+        "bips/__main__.py",
+        "bips/cli.py",
+        "bips/demo.py",
+        "bips/py.typed",
+        "bips/_core.pyi",
+        "bips/include/bips/bips.hpp",
+        "bips/include/bips/producer.hpp",
+        "bips/include/bips/consumer.hpp",
+        "bips/include/bips/version.hpp",
+        "bips/lib/libbips.a",
+        "bips/lib/cmake/bips/bipsConfig.cmake",
+        "bips/lib/cmake/bips/bipsConfigVersion.cmake",
+        "bips/lib/cmake/bips/bipsTargets.cmake",
+        "bips/lib/pkgconfig/bips.pc",
+    }
+    assert expected <= names, sorted(expected - names)
+    assert any(re.fullmatch(r"bips/_core\.[^/]+\.so", n) for n in names), sorted(names)
+    # Private implementation headers stay out of the SDK.
+    assert not [n for n in names if n.startswith("bips/include/") and "layout" in n]
