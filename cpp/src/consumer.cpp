@@ -79,14 +79,20 @@ public:
         // We still hold the slot lock, so nobody else touches this slot: no control lock needed.
         m_seg->clear_slot(m_slot);
         posix::ofd_unlock(m_seg->fd(), LOCK_SLOT_BASE + static_cast<off_t>(m_slot));
-        if (m_seg->header()->closed.load(std::memory_order_acquire) != 0 || !m_seg->producer_alive())
-            m_seg->unlink_if_abandoned();
+        try {
+            if (m_seg->header()->closed.load(std::memory_order_acquire) != 0 ||
+                !m_seg->producer_alive())
+                m_seg->unlink_if_abandoned();
+        } catch (...) {
+            // best effort: a stale pool is replaced by the next producer anyway
+        }
     }
 
     /// No new frames for this slot; queued ones go back, held ones stay until released.
     void stop_receiving() noexcept {
         if (m_seg->inherited())
             return;
+        m_stopped.store(true, std::memory_order_seq_cst);
         PoolHeader *h = m_seg->header();
         const std::uint64_t qb = queued_bit(m_slot);
         h->active.fetch_and(~qb, std::memory_order_seq_cst);
@@ -177,6 +183,18 @@ public:
         }
     }
 
+    /// Announces that a thread is about to sleep in receive() (sets the slot's sleepers bit).
+    void sleeping() noexcept {
+        m_sleeping.fetch_add(1, std::memory_order_seq_cst);
+        m_seg->header()->sleepers.fetch_or(queued_bit(m_slot), std::memory_order_seq_cst);
+    }
+    /// The thread woke up. The bit goes only with the last sleeper of this process, so that a
+    /// thread waking late cannot hide a sibling that still sleeps from the producer.
+    void awake() noexcept {
+        if (m_sleeping.fetch_sub(1, std::memory_order_seq_cst) == 1)
+            m_seg->header()->sleepers.fetch_and(~queued_bit(m_slot), std::memory_order_seq_cst);
+    }
+
     Segment &segment() const noexcept { return *m_seg; }
     std::uint32_t slot() const noexcept { return m_slot; }
     std::uint64_t instance() const noexcept { return m_instance; }
@@ -215,6 +233,10 @@ private:
         std::uint64_t st = state.load(std::memory_order_relaxed);
         while (!state.compare_exchange_weak(st, (st & ~hb) | qb, std::memory_order_seq_cst)) {
         }
+        // Racing stop_receiving(): it either swept after our CAS or we see it stopped here.
+        if (m_stopped.load(std::memory_order_seq_cst) &&
+            (state.fetch_and(~qb, std::memory_order_seq_cst) & ~qb) == 0)
+            m_seg->buffer_freed();
     }
 
     // latest=true: give back every queued frame older than the one we keep.
@@ -278,6 +300,8 @@ private:
     std::uint64_t m_instance;
     std::atomic<std::uint64_t> m_next{0}; // seq expected next (fast-path hint)
     std::atomic<bool> m_gone{false};
+    std::atomic<bool> m_stopped{false};
+    std::atomic<int> m_sleeping{0}; // threads of this process between announcing sleep and waking
 };
 
 } // namespace detail
@@ -415,8 +439,10 @@ void Consumer::close() noexcept {
         att = std::move(m_state->att);
         m_state->closed = true;
     }
-    if (att)
+    if (att) {
         att->stop_receiving();
+        att->segment().wake_consumers(); // a thread of ours may sleep in receive(); others retry
+    }
 }
 
 bool Consumer::closed() const noexcept { return !m_state || m_state->closed; }
@@ -467,6 +493,8 @@ std::optional<Frame> Consumer::State::receive(Clock::time_point deadline, bool w
                 return f; // drain what was published before the end
             if (!st.options.reconnect)
                 throw ProducerGone("the producer of pool '" + st.name + "' is gone");
+            if (!wait)
+                return std::nullopt; // attaching may wait for the control lock: only when waiting
             bool seen_dead = false;
             detail::OpenStatus status;
             auto fresh = st.connect_once(att->instance(), seen_dead, status);
@@ -497,16 +525,17 @@ std::optional<Frame> Consumer::State::receive(Clock::time_point deadline, bool w
         if (!wait || now >= deadline)
             return std::nullopt;
         detail::PoolHeader *h = att->segment().header();
-        const std::uint64_t bit = detail::queued_bit(att->slot());
         std::uint32_t seen = h->publish_futex.load(std::memory_order_seq_cst);
-        h->sleepers.fetch_or(bit, std::memory_order_seq_cst);
+        att->sleeping();
         if (att->try_take(f)) {
-            h->sleepers.fetch_and(~bit, std::memory_order_seq_cst);
+            att->awake();
             return f;
         }
-        if (h->closed.load(std::memory_order_seq_cst) == 0)
+        if (h->closed.load(std::memory_order_seq_cst) == 0 && !st.closed)
             posix::futex_wait(&h->publish_futex, seen, std::min<Duration>(deadline - now, detail::MAX_SLEEP));
-        h->sleepers.fetch_and(~bit, std::memory_order_seq_cst);
+        att->awake();
+        if (st.closed)
+            throw InvalidArgument("consumer of pool '" + st.name + "' was closed");
         if (att->try_take(f))
             return f;
     }
@@ -534,14 +563,26 @@ ConsumerStats Consumer::stats() const {
     return s;
 }
 
-const std::string &Consumer::name() const noexcept { return m_state->name; }
-std::uint32_t Consumer::capacity() const { return m_state->current()->segment().params().capacity; }
-std::size_t Consumer::buffer_size() const { return m_state->current()->segment().params().buffer_size; }
-Policy Consumer::policy() const { return m_state->current()->segment().params().policy; }
+const std::string &Consumer::name() const noexcept {
+    static const std::string none;
+    return m_state ? m_state->name : none;
+}
+const Consumer::State &Consumer::checked() const {
+    if (!m_state)
+        throw InvalidArgument("consumer was moved from");
+    return *m_state;
+}
+
+// The current attachment's parameters; InvalidArgument for a closed or moved-from consumer.
+#define BIPS_PARAMS() checked().current()->segment().params()
+std::uint32_t Consumer::capacity() const { return BIPS_PARAMS().capacity; }
+std::size_t Consumer::buffer_size() const { return BIPS_PARAMS().buffer_size; }
+Policy Consumer::policy() const { return BIPS_PARAMS().policy; }
 Shape Consumer::shape() const {
-    const auto &p = m_state->current()->segment().params();
+    const auto &p = BIPS_PARAMS();
     return Shape(p.shape, p.shape + p.ndim);
 }
-DType Consumer::dtype() const { return m_state->current()->segment().params().dtype; }
+DType Consumer::dtype() const { return BIPS_PARAMS().dtype; }
+#undef BIPS_PARAMS
 
 } // namespace bips

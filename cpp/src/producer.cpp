@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <mutex>
 
 namespace bips {
 namespace detail {
@@ -98,13 +99,14 @@ bool ProducerCore::reclaim_oldest(std::uint32_t &index) noexcept {
     return false;
 }
 
-void ProducerCore::maybe_sweep(std::int64_t now_ns, bool force) {
+void ProducerCore::maybe_sweep(std::int64_t now_ns, bool force, bool may_wait) {
     std::int64_t last = m_last_sweep_ns.load(std::memory_order_relaxed);
     if (!force && now_ns - last < SWEEP_INTERVAL_NS)
         return;
     if (!m_last_sweep_ns.compare_exchange_strong(last, now_ns, std::memory_order_relaxed))
         return; // another thread is sweeping
-    m_seg->sweep_dead(std::chrono::milliseconds(5));
+    // try_acquire() never blocks: one attempt at the control lock, the next sweep is 100 ms away.
+    m_seg->sweep_dead(may_wait ? std::chrono::milliseconds(5) : Duration{0});
 }
 
 std::int32_t ProducerCore::wake_batch() const noexcept {
@@ -146,14 +148,14 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
     const bool drop = params().policy == Policy::drop_oldest;
     std::uint32_t idx = 0;
     std::int64_t now_ns = posix::monotonic_ns();
-    maybe_sweep(now_ns, false);
+    maybe_sweep(now_ns, false, wait);
     for (;;) {
         if (claim_free(idx) || (drop && reclaim_oldest(idx)))
             return make_buffer(idx);
         if (!wait)
             return std::nullopt;
         now_ns = posix::monotonic_ns();
-        maybe_sweep(now_ns, false);
+        maybe_sweep(now_ns, false, true);
         auto now = Clock::now();
         if (now >= deadline)
             return std::nullopt;
@@ -195,23 +197,28 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
         d->meta_len = static_cast<std::uint32_t>(meta_len);
     }
     d->timestamp_ns = timestamp_ns >= 0 ? timestamp_ns : posix::monotonic_ns();
+    // Threads publishing at once must make frames visible in seq order: consumers rely on it.
+    std::lock_guard<std::mutex> order(m_publish_mutex);
     const std::uint64_t seq = m_next_seq.fetch_add(1, std::memory_order_relaxed);
     d->seq.store(seq, std::memory_order_relaxed);
     m_seg->ring(seq)->store(idx, std::memory_order_relaxed);
 
     PoolHeader *h = m_seg->header();
     const std::uint64_t mask = queued_mask(h->active.load(std::memory_order_seq_cst));
+    std::uint64_t delivered = mask;
     if (mask != 0) {
         d->state.store(mask, std::memory_order_seq_cst);
         // A consumer that detached between the two loads may already have swept this buffer;
         // clear its bit ourselves so it is not left queued for nobody.
         const std::uint64_t gone = mask & ~queued_mask(h->active.load(std::memory_order_seq_cst));
         if (gone != 0)
-            d->state.fetch_and(~gone, std::memory_order_seq_cst);
+            delivered = d->state.fetch_and(~gone, std::memory_order_seq_cst) & ~gone;
     }
     buf.m_core.reset();
     buf.m_data = nullptr;
     m_owned[idx].store(0, std::memory_order_release);
+    if (delivered == 0)
+        m_seg->wake_producer(); // free again at once: another thread may wait in acquire()
     h->published.fetch_add(1, std::memory_order_relaxed);
     // Wake only slots that announced they sleep: a full queue costs no syscall. The waker
     // clears their bits, so a sleeper gets one wake-up however many frames come before it runs.
@@ -316,8 +323,10 @@ void Buffer::give_back() noexcept {
 
 std::size_t Buffer::capacity() const noexcept { return m_core ? m_core->params().buffer_size : 0; }
 
+// The descriptor lies in the control area, which consumers can write: never trust it here
+// either (PyBuffer also re-validates the whole format before it makes a view).
 std::size_t Buffer::ndim() const noexcept {
-    return m_core ? m_core->segment().desc(m_index)->ndim : 0;
+    return m_core ? std::min<std::size_t>(m_core->segment().desc(m_index)->ndim, MAX_DIMS) : 0;
 }
 
 const std::int64_t *Buffer::dims() const noexcept {

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 
 namespace bips::detail {
 
@@ -36,7 +37,7 @@ public:
 private:
     bool claim_free(std::uint32_t &index) noexcept;
     bool reclaim_oldest(std::uint32_t &index) noexcept;
-    void maybe_sweep(std::int64_t now_ns, bool force);
+    void maybe_sweep(std::int64_t now_ns, bool force, bool may_wait);
     Buffer make_buffer(std::uint32_t index);
     std::int32_t wake_batch() const noexcept;
 
@@ -47,6 +48,7 @@ private:
     std::atomic<std::uint32_t> m_cursor{0}; // where claim_free() starts looking
     std::atomic<std::int64_t> m_last_sweep_ns{0};
     std::atomic<bool> m_closed{false};
+    std::mutex m_publish_mutex; // seq order == visibility order across publishing threads
 };
 
 } // namespace bips::detail

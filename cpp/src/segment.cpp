@@ -411,7 +411,12 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
     Params p;
     {
         posix::Mapping head(f.get(), head_len, 0, PROT_READ, shm);
-        const auto *h = reinterpret_cast<const PoolHeader *>(head.data());
+        const auto *live = reinterpret_cast<const PoolHeader *>(head.data());
+        // Validate a private copy: another process may write the file while we check it.
+        alignas(PoolHeader) unsigned char copy[sizeof(PoolHeader)];
+        const bool is_ready = live->ready.load(std::memory_order_acquire) == 1;
+        std::memcpy(copy, head.data(), sizeof(PoolHeader));
+        const auto *h = reinterpret_cast<const PoolHeader *>(copy);
         if (std::memcmp(h->magic, MAGIC, sizeof(MAGIC)) != 0) {
             if (classify(f.get(), st) == FileKind::zeroed)
                 return unready(); // sized but not written yet: being created, or creator died
@@ -422,7 +427,7 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
                                    std::to_string(h->layout_version) + "; this bips reads version " +
                                    std::to_string(LAYOUT_VERSION) + " (upgrade or restart the producer)");
         // ready is an atomic in the header; read it through a const atomic view.
-        if (h->ready.load(std::memory_order_acquire) != 1)
+        if (!is_ready)
             return unready();
         p = validate_header(name, *h, size);
     }

@@ -267,3 +267,76 @@ BIPS_TEST(order_kept_under_concurrent_publish) {
         REQUIRE_EQ(out_of_order, 0u);
     }
 }
+
+// Review findings, kept as regressions.
+
+BIPS_TEST(publish_to_nobody_wakes_a_waiting_acquire) {
+    // capacity 1, no consumer: thread A publishes the only buffer, which is free at once; B,
+    // asleep in acquire(), must get it without waiting for its 100 ms slice.
+    const std::string name = unique_name();
+    Producer prod(name, small_pool(1, 64));
+    Buffer held = prod.acquire(1s);
+    std::atomic<double> waited{-1};
+    std::thread b([&] {
+        auto t0 = std::chrono::steady_clock::now();
+        Buffer x = prod.acquire(2s);
+        waited = seconds_since(t0);
+    });
+    std::this_thread::sleep_for(30ms);
+    prod.publish(std::move(held));
+    b.join();
+    CHECK(waited.load() >= 0);
+    CHECK(waited.load() < 0.08 * SLOWDOWN);
+}
+
+BIPS_TEST(close_ends_a_receive_blocked_in_another_thread) {
+    const std::string name = unique_name();
+    Producer prod(name, small_pool(2, 64));
+    Consumer cons(name);
+    std::atomic<double> waited{-1};
+    std::thread r([&] {
+        auto t0 = std::chrono::steady_clock::now();
+        try {
+            cons.try_receive_for(3s);
+        } catch (const InvalidArgument &) {
+        }
+        waited = seconds_since(t0);
+    });
+    std::this_thread::sleep_for(50ms);
+    cons.close();
+    r.join();
+    CHECK(waited.load() >= 0);
+    CHECK(waited.load() < 0.5 * SLOWDOWN);
+}
+
+BIPS_TEST(threads_publishing_at_once_keep_seq_order) {
+    const std::string name = unique_name();
+    Producer prod(name, small_pool(8, 64));
+    Consumer cons(name);
+    const int per_thread = 20000 / SLOWDOWN;
+    std::atomic<bool> out_of_order{false};
+    std::thread reader([&] {
+        std::uint64_t next = 0;
+        try {
+            for (;;) {
+                Frame f = cons.receive(10s);
+                if (f.seq() != next)
+                    out_of_order = true;
+                next = f.seq() + 1;
+            }
+        } catch (const ProducerGone &) {
+        }
+    });
+    std::vector<std::thread> writers;
+    for (int t = 0; t < 2; ++t)
+        writers.emplace_back([&] {
+            for (int i = 0; i < per_thread; ++i)
+                prod.publish(prod.acquire(10s));
+        });
+    for (auto &w : writers)
+        w.join();
+    prod.close();
+    reader.join();
+    CHECK(!out_of_order.load());
+    CHECK_EQ(cons.stats().received, static_cast<std::uint64_t>(2 * per_thread));
+}

@@ -507,9 +507,18 @@ public:
         v.owner = m_lease;
         v.data = b.data();
         v.dtype = b.dtype();
-        v.ndim = b.ndim();
-        std::copy(b.dims(), b.dims() + b.ndim(), v.dims);
-        if (v.ndim == 0) { // no default shape: a flat byte view of the whole buffer
+        v.ndim = b.ndim(); // at most MAX_DIMS
+        std::copy(b.dims(), b.dims() + v.ndim, v.dims);
+        // The format lies in shared memory that consumers can write: a view must still fit.
+        bool fits = v.dtype.valid() && v.ndim > 0;
+        std::size_t need = v.dtype.itemsize();
+        for (std::size_t i = 0; i < v.ndim && fits; ++i) {
+            const std::int64_t d = v.dims[i];
+            fits = d >= 0 && (d == 0 || need <= b.capacity() / static_cast<std::size_t>(d));
+            need *= fits ? static_cast<std::size_t>(d) : 1;
+        }
+        if (!fits || need > b.capacity()) {
+            // no (usable) shape: a flat byte view of the whole buffer
             v.ndim = 1;
             v.dims[0] = static_cast<std::int64_t>(b.capacity());
             v.dtype = bips::UINT8;

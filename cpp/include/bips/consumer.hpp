@@ -93,6 +93,7 @@ public:
 
 private:
     struct State;
+    const State &checked() const;
     std::unique_ptr<State> m_state;
 };
 
