@@ -499,7 +499,6 @@ std::optional<Frame> Consumer::State::receive(Clock::time_point deadline, bool w
             detail::OpenStatus status;
             auto fresh = st.connect_once(att->instance(), seen_dead, status);
             if (fresh) {
-                ConsumerStats old;
                 {
                     std::lock_guard<std::mutex> lock(st.mutex);
                     if (!st.att)
@@ -516,7 +515,7 @@ std::optional<Frame> Consumer::State::receive(Clock::time_point deadline, bool w
                 continue;
             }
             auto now = Clock::now();
-            if (!wait || now >= deadline)
+            if (now >= deadline)
                 return std::nullopt;
             std::this_thread::sleep_for(std::min<Duration>(detail::POLL_PAUSE, deadline - now));
             continue;
