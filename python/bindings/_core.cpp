@@ -782,6 +782,25 @@ PyObject *get_timestamp_ns(PyObject *self, void *) {
     return guarded([&] { return PyLong_FromLongLong(self_of<PyFrame>(self).timestamp_ns()); });
 }
 
+// numpy (__array__) and DLPack entry points, the same for frames and buffers. numpy() itself,
+// release() and the per-frame attributes are fast-call methods (install_fast_paths).
+template <class T> void def_views(py::class_<T> &cls) {
+    cls.def("__array__", [](T &self, const py::object &dtype, const py::object &copy) -> py::object {
+           py::object a = self.numpy();
+           if (!dtype.is_none())
+               a = a.attr("astype")(dtype, py::arg("copy") = copy.is_none() ? py::bool_(false) : copy);
+           else if (!copy.is_none() && copy.cast<bool>())
+               a = a.attr("copy")();
+           return a;
+       }, py::arg("dtype") = py::none(), py::arg("copy") = py::none())
+        .def("__dlpack__", [](T &self, const py::object &stream, const py::object &max_version,
+                              const py::object &dl_device, const py::object &copy) {
+            return make_dlpack(self.export_spec(), stream, max_version, dl_device, copy);
+        }, py::kw_only(), py::arg("stream") = py::none(), py::arg("max_version") = py::none(),
+           py::arg("dl_device") = py::none(), py::arg("copy") = py::none())
+        .def("__dlpack_device__", [](const T &) { return py::make_tuple(bips::dlpack::DEVICE_CPU, 0); });
+}
+
 void set_attr(py::handle cls, const char *name, PyObject *descr) {
     if (!descr || PyObject_SetAttrString(cls.ptr(), name, descr) != 0)
         throw py::error_already_set();
@@ -936,26 +955,8 @@ PYBIND11_MODULE(_core, m) {
 numpy(), np.asarray(frame), memoryview(frame) and the DLPack protocol all point into the pool.
 The buffer goes back to the producer when the frame is released *and* every view made from it
 is gone (release() never invalidates a live view).)doc");
-    frame.def("numpy", &PyFrame::numpy, "A read-only numpy array of the frame (cached, zero copy).")
-        .def("__array__", [](PyFrame &f, const py::object &dtype, const py::object &copy) -> py::object {
-            py::object a = f.numpy();
-            if (!dtype.is_none())
-                a = a.attr("astype")(dtype, py::arg("copy") = copy.is_none() ? py::bool_(false) : copy);
-            else if (!copy.is_none() && copy.cast<bool>())
-                a = a.attr("copy")();
-            return a;
-        }, py::arg("dtype") = py::none(), py::arg("copy") = py::none())
-        .def("__dlpack__", [](PyFrame &f, const py::object &stream, const py::object &max_version,
-                              const py::object &dl_device, const py::object &copy) {
-            return make_dlpack(f.view_spec(), stream, max_version, dl_device, copy);
-        }, py::kw_only(), py::arg("stream") = py::none(), py::arg("max_version") = py::none(),
-           py::arg("dl_device") = py::none(), py::arg("copy") = py::none())
-        .def("__dlpack_device__", [](const PyFrame &) { return py::make_tuple(bips::dlpack::DEVICE_CPU, 0); })
-        .def("release", &PyFrame::release,
-             "Gives the frame back; deferred until every view made from it is gone. Idempotent.")
-        .def_property_readonly("released", &PyFrame::released)
-        .def_property_readonly("seq", &PyFrame::seq)
-        .def_property_readonly("timestamp_ns", &PyFrame::timestamp_ns)
+    def_views(frame);
+    frame.def_property_readonly("released", &PyFrame::released)
         .def_property_readonly("nbytes", &PyFrame::nbytes)
         .def_property_readonly("shape", &PyFrame::shape)
         .def_property_readonly("dtype", &PyFrame::dtype)
@@ -971,22 +972,8 @@ is gone (release() never invalidates a live view).)doc");
 Fill it through numpy(), memoryview(buf) or DLPack, then Producer.publish(buf). Dropped without
 publishing, it goes back to the pool. Views kept after publish() keep the buffer from being reused
 until they die; do not write through them after publishing.)doc");
-    buffer.def("numpy", &PyBuffer::numpy, "A writable numpy array over the buffer (cached, zero copy).")
-        .def("__array__", [](PyBuffer &b, const py::object &dtype, const py::object &copy) -> py::object {
-            py::object a = b.numpy();
-            if (!dtype.is_none())
-                a = a.attr("astype")(dtype, py::arg("copy") = copy.is_none() ? py::bool_(false) : copy);
-            else if (!copy.is_none() && copy.cast<bool>())
-                a = a.attr("copy")();
-            return a;
-        }, py::arg("dtype") = py::none(), py::arg("copy") = py::none())
-        .def("__dlpack__", [](PyBuffer &b, const py::object &stream, const py::object &max_version,
-                              const py::object &dl_device, const py::object &copy) {
-            return make_dlpack(b.export_spec(), stream, max_version, dl_device, copy);
-        }, py::kw_only(), py::arg("stream") = py::none(), py::arg("max_version") = py::none(),
-           py::arg("dl_device") = py::none(), py::arg("copy") = py::none())
-        .def("__dlpack_device__", [](const PyBuffer &) { return py::make_tuple(bips::dlpack::DEVICE_CPU, 0); })
-        .def("set_format", &PyBuffer::set_format, py::arg("shape"), py::arg("dtype") = py::none(),
+    def_views(buffer);
+    buffer.def("set_format", &PyBuffer::set_format, py::arg("shape"), py::arg("dtype") = py::none(),
              "Sets this frame's shape and dtype; raises InvalidArgument if it does not fit.")
         .def_property("nbytes", [](const PyBuffer &b) { return b.live().nbytes(); },
                       [](PyBuffer &b, std::size_t n) { b.set_nbytes(n); },
