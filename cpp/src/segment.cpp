@@ -142,6 +142,12 @@ bool same_file(const struct stat &a, const struct stat &b) {
     return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+// True if the name `shm` refers to the file `st` describes right now.
+bool name_refers_to(const std::string &shm, const struct stat &st) {
+    posix::File again = posix::shm_open_file(shm, O_RDONLY, 0, ENOENT, EACCES);
+    return again && same_file(posix::fstat_file(again.get(), shm), st);
+}
+
 // Reads the first bytes of a file without mapping it.
 bool read_exact(int fd, void *out, std::size_t n, off_t off) {
     auto r = posix::retry_eintr([&] { return ::pread(fd, out, n, off); });
@@ -187,8 +193,7 @@ bool unlink_if_unused(int fd, const std::string &shm) {
         for (std::uint32_t s = 0; ours && s < MAX_CONSUMERS && !anyone; ++s)
             anyone = posix::ofd_is_locked(fd, LOCK_SLOT_BASE + static_cast<off_t>(s));
         if (ours && !anyone) {
-            posix::File again = posix::shm_open_file(shm, O_RDONLY, 0, ENOENT, EACCES);
-            if (again && same_file(posix::fstat_file(again.get(), shm), st)) {
+            if (name_refers_to(shm, st)) {
                 ::shm_unlink(shm.c_str());
                 removed = true;
             }
@@ -282,9 +287,7 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
                 // Between our O_EXCL create and our lock another producer may have taken the
                 // empty file for a dead one and replaced it. Holding the lock, the name can no
                 // longer change under us, so one check settles it.
-                struct stat mine = posix::fstat_file(f.get(), shm);
-                posix::File again = posix::shm_open_file(shm, O_RDONLY, 0, ENOENT, EACCES);
-                if (!again || !same_file(posix::fstat_file(again.get(), shm), mine))
+                if (!name_refers_to(shm, posix::fstat_file(f.get(), shm)))
                     continue;
             }
             std::shared_ptr<Segment> seg(new Segment());
@@ -370,8 +373,7 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
         if (classify(old.get(), st) == FileKind::foreign)
             throw CorruptPool(pool_path(name) +
                               " exists and is not a bips pool; remove it by hand if it is yours");
-        posix::File again = posix::shm_open_file(shm, O_RDONLY, 0, ENOENT);
-        if (again && same_file(posix::fstat_file(again.get(), shm), st))
+        if (name_refers_to(shm, st))
             ::shm_unlink(shm.c_str());
         // Closing `old` drops its producer lock; loop to create a fresh segment.
     }
@@ -537,8 +539,7 @@ void Segment::wake_consumers() const noexcept {
 }
 
 bool Segment::name_refers_to_me() const {
-    posix::File again = posix::shm_open_file(m_shm_name, O_RDONLY, 0, ENOENT, EACCES);
-    return again && same_file(posix::fstat_file(again.get(), m_shm_name), m_stat);
+    return name_refers_to(m_shm_name, m_stat);
 }
 
 void Segment::unlink_if_mine() const noexcept {
