@@ -69,6 +69,7 @@ __all__ = [
     "TooManyConsumers",
     "__version__",
     "get_cmake_dir",
+    "get_gst_plugin_path",
     "get_include",
     "get_pkgconfig_dir",
     "list_pools",
@@ -108,3 +109,14 @@ def get_pkgconfig_dir() -> str:
     import os
 
     return os.path.join(_package_dir(), "lib", "pkgconfig")
+
+
+def get_gst_plugin_path() -> str:
+    """The directory holding the ``bipssink``/``bipssrc`` GStreamer plugin (``libgstbips.so``).
+
+    Add it to ``GST_PLUGIN_PATH``. The plugin is built only where GStreamer's development files
+    were present when bips was built; the directory is returned either way.
+    """
+    import os
+
+    return os.path.join(_package_dir(), "lib", "gstreamer-1.0")

@@ -46,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--pkgconfig-dir", action="store_true", help="print the pkg-config directory"
     )
+    parser.add_argument(
+        "--gst-plugin-path",
+        action="store_true",
+        help="print the directory of the GStreamer plugin (for GST_PLUGIN_PATH)",
+    )
     sub = parser.add_subparsers(dest="command")
     p_list = sub.add_parser("list", help="list the pools on this host")
     p_list.set_defaults(func=_cmd_list)
@@ -64,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.pkgconfig_dir:
         print(bips.get_pkgconfig_dir())
+        return 0
+    if args.gst_plugin_path:
+        print(bips.get_gst_plugin_path())
         return 0
     if not getattr(args, "func", None):
         parser.print_help()
