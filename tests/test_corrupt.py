@@ -261,7 +261,7 @@ def test_stale_valid_pool(pool_name: str, path: str) -> None:
 
 def test_layout_version_changed(pool_name: str, path: str) -> None:
     image = valid_image(pool_name)
-    for version in (0, 2, 0xFFFFFFFF):
+    for version in (0, bips.LAYOUT_VERSION - 1, bips.LAYOUT_VERSION + 1, 0xFFFFFFFF):
         write(path, patched(image, OFF_LAYOUT_VERSION, "<I", version))
         r = probe(pool_name, "list", "info", "cons", "wait")
         assert_reported(r, pool_name, "IncompatiblePool")
@@ -392,14 +392,14 @@ def test_live_pool_with_other_layout_version(pool_name: str, path: str) -> None:
         assert read_message(live, 30.0) == {"up": True}
         fd = os.open(path, os.O_RDWR)
         try:
-            os.pwrite(fd, struct.pack("<I", 2), OFF_LAYOUT_VERSION)
+            os.pwrite(fd, struct.pack("<I", bips.LAYOUT_VERSION + 1), OFF_LAYOUT_VERSION)
             r = probe(pool_name, "list", "info", "cons", "prod")
             assert_reported(
                 {k: r[k] for k in ("list", "info", "cons")}, pool_name, "IncompatiblePool"
             )
             assert r["prod"][0] in ("PoolBusy", "IncompatiblePool"), r["prod"]
             assert r["prod"][3]
-            os.pwrite(fd, struct.pack("<I", 1), OFF_LAYOUT_VERSION)
+            os.pwrite(fd, struct.pack("<I", bips.LAYOUT_VERSION), OFF_LAYOUT_VERSION)
         finally:
             os.close(fd)
         live.send_signal(signal.SIGTERM)

@@ -103,7 +103,7 @@ def fill_pool(prod: bips.Producer, n: int, value_of: Any = lambda i: i) -> None:
 def test_header_matches_pool(pool_name: str) -> None:
     with bips.Producer(pool_name, capacity=3, buffer_size=5000, meta_size=10) as prod:
         h = read_header(pool_name)
-        assert h.layout_version == 1
+        assert h.layout_version == bips.LAYOUT_VERSION
         assert h.file_size == os.stat(pool_path(pool_name)).st_size
         assert h.buffer_size == prod.buffer_size == 5000
         assert h.buffer_stride >= h.buffer_size and h.buffer_stride % h.page_size == 0

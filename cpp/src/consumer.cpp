@@ -57,8 +57,10 @@ public:
                 sd->skipped.store(0, std::memory_order_relaxed);
                 sd->pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_relaxed);
                 sd->latest.store(latest ? 1 : 0, std::memory_order_relaxed);
-                sd->attached_ns.store(static_cast<std::uint64_t>(posix::realtime_ns()),
+                sd->attached_ns.store(static_cast<std::uint64_t>(posix::monotonic_ns()),
                                       std::memory_order_relaxed);
+                sd->last_seq_plus1.store(0, std::memory_order_relaxed);
+                sd->last_receive_ns.store(0, std::memory_order_relaxed);
                 h->attached.fetch_or(queued_bit(i), std::memory_order_seq_cst);
                 h->active.fetch_or(queued_bit(i), std::memory_order_seq_cst);
                 s.unlock_control();
@@ -148,6 +150,15 @@ public:
             fill(out, best);
             return true;
         }
+        return false;
+    }
+
+    /// True if a frame is queued for this slot (nothing is taken).
+    bool any_queued() const noexcept {
+        const std::uint64_t qb = queued_bit(m_slot);
+        for (std::uint32_t i = 0; i < m_seg->params().capacity; ++i)
+            if (m_seg->desc(i)->state.load(std::memory_order_acquire) & qb)
+                return true;
         return false;
     }
 
@@ -291,7 +302,10 @@ private:
             out.m_dims[0] = static_cast<std::int64_t>(out.m_nbytes);
             out.m_dtype = UINT8;
         }
-        m_seg->slot(m_slot)->received.fetch_add(1, std::memory_order_relaxed);
+        SlotDesc *sd = m_seg->slot(m_slot);
+        sd->received.fetch_add(1, std::memory_order_relaxed);
+        sd->last_seq_plus1.store(out.m_seq + 1, std::memory_order_relaxed);
+        sd->last_receive_ns.store(posix::monotonic_ns(), std::memory_order_relaxed);
     }
 
     std::shared_ptr<Segment> m_seg;
@@ -359,7 +373,15 @@ struct Consumer::State {
     std::uint64_t reconnects = 0;
     ConsumerStats past; // counters of earlier attachments (reconnect)
 
-    std::optional<Frame> receive(Clock::time_point deadline, bool wait);
+    std::optional<Frame> receive(Clock::time_point deadline, bool wait) {
+        Frame f;
+        if (!next(deadline, wait, &f))
+            return std::nullopt;
+        return f;
+    }
+    // Takes the next frame into *out, or with out == nullptr only waits until one is queued
+    // or the stream ended. False when the deadline passed (or !wait and nothing is there).
+    bool next(Clock::time_point deadline, bool wait, Frame *out);
 
     std::shared_ptr<detail::Attachment> current() const {
         std::lock_guard<std::mutex> lock(mutex);
@@ -466,12 +488,18 @@ std::optional<Frame> Consumer::try_receive_for(Duration timeout) {
     return m_state->receive(Clock::now() + timeout, true);
 }
 
-std::optional<Frame> Consumer::State::receive(Clock::time_point deadline, bool wait) {
+bool Consumer::wait(Duration timeout) {
+    if (!m_state)
+        throw InvalidArgument("consumer was moved from");
+    return m_state->next(Clock::now() + timeout, true, nullptr);
+}
+
+bool Consumer::State::next(Clock::time_point deadline, bool wait, Frame *out) {
     State &st = *this;
     auto att = st.current();
-    Frame f;
-    if (att->try_take(f))
-        return f;
+    auto got = [&] { return out ? att->try_take(*out) : att->any_queued(); };
+    if (got())
+        return true;
     if (wait && st.options.spin.count() > 0) {
         auto spin_end = std::min(deadline, Clock::now() + st.options.spin);
         do {
@@ -479,8 +507,8 @@ std::optional<Frame> Consumer::State::receive(Clock::time_point deadline, bool w
             // well under a microsecond.
             for (int i = 0; i < 4; ++i)
                 BIPS_CPU_RELAX();
-            if (att->try_take(f))
-                return f;
+            if (got())
+                return true;
         } while (Clock::now() < spin_end);
     }
     for (;;) {
@@ -489,12 +517,15 @@ std::optional<Frame> Consumer::State::receive(Clock::time_point deadline, bool w
         if (check)
             st.last_check_ns.store(now_ns, std::memory_order_relaxed);
         if (att->producer_gone(check)) {
-            if (att->try_take(f))
-                return f; // drain what was published before the end
-            if (!st.options.reconnect)
+            if (got())
+                return true; // drain what was published before the end
+            if (!st.options.reconnect) {
+                if (!out)
+                    return true; // receive() would end the stream at once
                 throw ProducerGone("the producer of pool '" + st.name + "' is gone");
+            }
             if (!wait)
-                return std::nullopt; // attaching may wait for the control lock: only when waiting
+                return false; // attaching may wait for the control lock: only when waiting
             bool seen_dead = false;
             detail::OpenStatus status;
             auto fresh = st.connect_once(att->instance(), seen_dead, status);
@@ -516,27 +547,27 @@ std::optional<Frame> Consumer::State::receive(Clock::time_point deadline, bool w
             }
             auto now = Clock::now();
             if (now >= deadline)
-                return std::nullopt;
+                return false;
             std::this_thread::sleep_for(std::min<Duration>(detail::POLL_PAUSE, deadline - now));
             continue;
         }
         auto now = Clock::now();
         if (!wait || now >= deadline)
-            return std::nullopt;
+            return false;
         detail::PoolHeader *h = att->segment().header();
         std::uint32_t seen = h->publish_futex.load(std::memory_order_seq_cst);
         att->sleeping();
-        if (att->try_take(f)) {
+        if (got()) {
             att->awake();
-            return f;
+            return true;
         }
         if (h->closed.load(std::memory_order_seq_cst) == 0 && !st.closed)
             posix::futex_wait(&h->publish_futex, seen, std::min<Duration>(deadline - now, detail::MAX_SLEEP));
         att->awake();
         if (st.closed)
             throw InvalidArgument("consumer of pool '" + st.name + "' was closed");
-        if (att->try_take(f))
-            return f;
+        if (got())
+            return true;
     }
 }
 

@@ -22,7 +22,7 @@
 namespace bips::detail {
 
 inline constexpr char MAGIC[8] = {'B', 'I', 'P', 'S', 'P', 'O', 'O', 'L'};
-inline constexpr std::uint32_t LAYOUT_VERSION = 1;
+using bips::LAYOUT_VERSION;
 inline constexpr std::size_t CACHE_LINE = 64;
 inline constexpr std::size_t MAX_BUFFER_SIZE = std::size_t{1} << 40;
 inline constexpr std::size_t MAX_META_SIZE = std::size_t{1} << 20;
@@ -59,7 +59,9 @@ struct alignas(CACHE_LINE) SlotDesc {
     std::atomic<std::uint64_t> skipped;
     std::atomic<std::int32_t> pid;      // informational only: never used for liveness
     std::atomic<std::uint32_t> latest;
-    std::atomic<std::uint64_t> attached_ns;
+    std::atomic<std::uint64_t> attached_ns;     // CLOCK_MONOTONIC
+    std::atomic<std::uint64_t> last_seq_plus1;  // 0: nothing received yet
+    std::atomic<std::int64_t> last_receive_ns;  // CLOCK_MONOTONIC, 0: never
 };
 static_assert(sizeof(SlotDesc) == 64);
 
@@ -106,6 +108,13 @@ struct PoolHeader {
     std::atomic<std::int32_t> free_credit;        // frees still wanted before waking them
     alignas(CACHE_LINE) std::atomic<std::uint64_t> published;
     std::atomic<std::uint64_t> dropped;
+    // Statistics for outside readers (bips list/top); written by the producer, never waited on.
+    std::atomic<std::int64_t> last_publish_ns;  // CLOCK_MONOTONIC, 0: never
+    std::atomic<std::int64_t> rate_start_ns;    // start of the current one-second rate window
+    std::atomic<std::uint64_t> rate_start_count; // `published` at that start
+    std::atomic<std::uint64_t> rate_mfps;        // frames/s x 1000 over the last full window
+    std::atomic<std::uint64_t> acquire_waits;    // acquires that found no free buffer and waited
+    std::atomic<std::uint64_t> acquire_wait_ns;  // time spent in those waits
 };
 
 /// The sizes that decide where everything lies; derived, never read back from the segment.

@@ -31,6 +31,11 @@ PoolInfo describe(const detail::Segment &seg) {
     info.free = seg.count_free();
     info.published = h->published.load(std::memory_order_relaxed);
     info.dropped = h->dropped.load(std::memory_order_relaxed);
+    info.last_publish_ns = h->last_publish_ns.load(std::memory_order_relaxed);
+    if (info.last_publish_ns != 0 && posix::monotonic_ns() - info.last_publish_ns <= 2'000'000'000)
+        info.fps = static_cast<double>(h->rate_mfps.load(std::memory_order_relaxed)) / 1000.0;
+    info.acquire_waits = h->acquire_waits.load(std::memory_order_relaxed);
+    info.acquire_wait_ns = h->acquire_wait_ns.load(std::memory_order_relaxed);
     info.shape.assign(p.shape, p.shape + p.ndim);
     info.dtype = p.dtype;
     info.producer_pid = h->producer_pid;
@@ -50,6 +55,9 @@ PoolInfo describe(const detail::Segment &seg) {
         si.received = sd->received.load(std::memory_order_relaxed);
         si.dropped = sd->dropped.load(std::memory_order_relaxed);
         si.skipped = sd->skipped.load(std::memory_order_relaxed);
+        si.attached_ns = sd->attached_ns.load(std::memory_order_relaxed);
+        si.last_seq = static_cast<std::int64_t>(sd->last_seq_plus1.load(std::memory_order_relaxed)) - 1;
+        si.last_receive_ns = sd->last_receive_ns.load(std::memory_order_relaxed);
         for (std::uint32_t i = 0; i < p.capacity; ++i) {
             std::uint64_t st = seg.desc(i)->state.load(std::memory_order_relaxed);
             si.queued += (st & detail::queued_bit(s)) != 0;

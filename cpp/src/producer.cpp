@@ -147,13 +147,29 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
     PoolHeader *h = m_seg->header();
     const bool drop = params().policy == Policy::drop_oldest;
     std::uint32_t idx = 0;
-    std::int64_t now_ns = posix::monotonic_ns();
+    const std::int64_t start_ns = posix::monotonic_ns();
+    std::int64_t now_ns = start_ns;
     maybe_sweep(now_ns, false, wait);
+    // Counted once per call that had to wait, whatever its outcome.
+    struct WaitStats {
+        PoolHeader *h;
+        std::int64_t start_ns;
+        bool waited = false;
+        ~WaitStats() {
+            if (!waited)
+                return;
+            h->acquire_waits.fetch_add(1, std::memory_order_relaxed);
+            h->acquire_wait_ns.fetch_add(
+                static_cast<std::uint64_t>(std::max<std::int64_t>(0, posix::monotonic_ns() - start_ns)),
+                std::memory_order_relaxed);
+        }
+    } wait_stats{h, start_ns};
     for (;;) {
         if (claim_free(idx) || (drop && reclaim_oldest(idx)))
             return make_buffer(idx);
         if (!wait)
             return std::nullopt;
+        wait_stats.waited = true;
         now_ns = posix::monotonic_ns();
         maybe_sweep(now_ns, false, true);
         auto now = Clock::now();
@@ -196,7 +212,8 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
         std::memmove(m_seg->meta(idx), meta, meta_len); // meta may point into the area itself
         d->meta_len = static_cast<std::uint32_t>(meta_len);
     }
-    d->timestamp_ns = timestamp_ns >= 0 ? timestamp_ns : posix::monotonic_ns();
+    const std::int64_t now_ns = posix::monotonic_ns();
+    d->timestamp_ns = timestamp_ns >= 0 ? timestamp_ns : now_ns;
     // Threads publishing at once must make frames visible in seq order: consumers rely on it.
     std::lock_guard<std::mutex> order(m_publish_mutex);
     const std::uint64_t seq = m_next_seq.fetch_add(1, std::memory_order_relaxed);
@@ -219,12 +236,29 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
     m_owned[idx].store(0, std::memory_order_release);
     if (delivered == 0)
         m_seg->wake_producer(); // free again at once: another thread may wait in acquire()
-    h->published.fetch_add(1, std::memory_order_relaxed);
+    const std::uint64_t published = h->published.fetch_add(1, std::memory_order_relaxed) + 1;
+    note_publish(now_ns, published);
     // Wake only slots that announced they sleep: a full queue costs no syscall. The waker
     // clears their bits, so a sleeper gets one wake-up however many frames come before it runs.
     const std::uint64_t asleep = h->sleepers.load(std::memory_order_seq_cst) & mask;
     if (asleep != 0 && (h->sleepers.fetch_and(~asleep, std::memory_order_seq_cst) & asleep) != 0)
         m_seg->wake_consumers();
+}
+
+// Keeps what `bips list`/`top` show: last publish time and the rate over the last full second.
+// Called under the publish mutex, so one thread at a time updates the window.
+void ProducerCore::note_publish(std::int64_t now_ns, std::uint64_t published) noexcept {
+    PoolHeader *h = m_seg->header();
+    h->last_publish_ns.store(now_ns, std::memory_order_relaxed);
+    const std::int64_t start = h->rate_start_ns.load(std::memory_order_relaxed);
+    if (start != 0 && now_ns - start < 1'000'000'000)
+        return;
+    const std::uint64_t before = h->rate_start_count.exchange(published, std::memory_order_relaxed);
+    h->rate_start_ns.store(now_ns, std::memory_order_relaxed);
+    if (start != 0 && now_ns > start)
+        h->rate_mfps.store((published - before) * 1'000'000'000'000ull /
+                               static_cast<std::uint64_t>(now_ns - start),
+                           std::memory_order_relaxed);
 }
 
 void ProducerCore::give_back(std::uint32_t index) noexcept {
@@ -266,6 +300,8 @@ ProducerStats ProducerCore::stats() const {
     s.in_flight = s.capacity - free;
     std::uint64_t active = h->active.load(std::memory_order_acquire);
     s.consumers = static_cast<std::uint32_t>(__builtin_popcountll(queued_mask(active)));
+    s.acquire_waits = h->acquire_waits.load(std::memory_order_relaxed);
+    s.acquire_wait_ns = h->acquire_wait_ns.load(std::memory_order_relaxed);
     return s;
 }
 

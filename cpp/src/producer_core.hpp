@@ -38,6 +38,7 @@ private:
     bool claim_free(std::uint32_t &index) noexcept;
     bool reclaim_oldest(std::uint32_t &index) noexcept;
     void maybe_sweep(std::int64_t now_ns, bool force, bool may_wait);
+    void note_publish(std::int64_t now_ns, std::uint64_t published) noexcept;
     Buffer make_buffer(std::uint32_t index);
     std::int32_t wake_batch() const noexcept;
 

@@ -271,7 +271,7 @@ BIPS_TEST(truncated_segments_are_refused) {
 }
 
 BIPS_TEST(other_layout_versions_are_incompatible) {
-    for (std::uint32_t v : {0u, 2u, 0xffffffffu}) {
+    for (std::uint32_t v : {0u, detail::LAYOUT_VERSION - 1, detail::LAYOUT_VERSION + 1, 0xffffffffu}) {
         Image img = valid_image();
         img.set<std::uint32_t>(HDR(layout_version), v);
         expect_refused(img.bytes, Verdict::incompatible,

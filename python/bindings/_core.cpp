@@ -9,12 +9,18 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <optional>
+#include <sys/eventfd.h>
 #include <system_error>
+#include <thread>
+#include <unistd.h>
 
 namespace py = pybind11;
 using namespace std::chrono_literals;
@@ -610,6 +616,95 @@ std::string octal(unsigned mode) {
     return buf;
 }
 
+// ---- asyncio support -----------------------------------------------------------------------
+// An event loop cannot wait on a futex in the segment, so a thread of this object waits
+// (Consumer::wait, which receives nothing, with no GIL) and makes an eventfd readable; the loop
+// watches the eventfd with add_reader and takes the frame itself with try_receive(). Armed once
+// per wait, disarmed on cancel: a cancelled wait never receives anything.
+class AsyncWaiter {
+public:
+    explicit AsyncWaiter(bips::Consumer &consumer) : m_consumer(consumer) {
+        m_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (m_fd < 0)
+            throw std::system_error(errno, std::generic_category(), "eventfd");
+        m_thread = std::thread([this] { run(); });
+    }
+    AsyncWaiter(const AsyncWaiter &) = delete;
+    AsyncWaiter &operator=(const AsyncWaiter &) = delete;
+    ~AsyncWaiter() { close(); }
+
+    int fileno() const noexcept { return m_fd; }
+
+    /// Start waiting for a frame (or the end of the stream, or close()).
+    void arm() {
+        std::lock_guard<std::mutex> lock(m_mutex);
+        if (m_stop)
+            throw bips::InvalidArgument("async waiter is closed");
+        m_armed = true;
+        m_cv.notify_one();
+    }
+    /// Stop waiting; the thread goes idle within one wait slice.
+    void disarm() noexcept {
+        std::lock_guard<std::mutex> lock(m_mutex);
+        m_armed = false;
+    }
+    /// Consumes the eventfd's readiness.
+    void clear() noexcept {
+        std::uint64_t v;
+        while (::read(m_fd, &v, sizeof v) == static_cast<ssize_t>(sizeof v)) {
+        }
+    }
+    void close() noexcept {
+        {
+            std::lock_guard<std::mutex> lock(m_mutex);
+            if (m_stop)
+                return;
+            m_stop = true;
+            m_cv.notify_one();
+        }
+        if (m_thread.joinable())
+            m_thread.join();
+        ::close(m_fd);
+    }
+
+private:
+    void run() noexcept {
+        std::unique_lock<std::mutex> lock(m_mutex);
+        for (;;) {
+            m_cv.wait(lock, [this] { return m_stop || m_armed; });
+            if (m_stop)
+                return;
+            lock.unlock();
+            bool ready;
+            try {
+                ready = m_consumer.wait(SLICE);
+            } catch (...) {
+                ready = true; // closed: let try_receive() on the loop report it
+            }
+            lock.lock();
+            if (ready && m_armed) {
+                m_armed = false;
+                const std::uint64_t one = 1;
+                [[maybe_unused]] ssize_t n = ::write(m_fd, &one, sizeof one);
+            } else if (ready) {
+                // Disarmed meanwhile: wait for the next arm() without spinning on a queued frame.
+                continue;
+            }
+        }
+    }
+
+    // Bounds how long a disarmed (cancelled) wait keeps the thread busy.
+    static constexpr bips::Duration SLICE = std::chrono::milliseconds(100);
+
+    bips::Consumer &m_consumer;
+    int m_fd = -1;
+    std::mutex m_mutex;
+    std::condition_variable m_cv;
+    bool m_armed = false;
+    bool m_stop = false;
+    std::thread m_thread;
+};
+
 // ---- the hot calls -------------------------------------------------------------------------
 // acquire/publish/receive and the per-frame Frame members run once per frame on each side, so
 // they are bound as plain CPython fast-call methods (install_fast_paths below) instead of
@@ -854,7 +949,7 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "bips compiled core: shared-memory frame pools (use the `bips` package).";
     py::detail::npy_api::get(); // import numpy now, not in the middle of the first frame
     m.attr("__version__") = BIPS_VERSION_STRING;
-    m.attr("LAYOUT_VERSION") = 1;
+    m.attr("LAYOUT_VERSION") = bips::LAYOUT_VERSION;
     m.attr("MAX_CONSUMERS") = bips::MAX_CONSUMERS;
     m.attr("MAX_CAPACITY") = bips::MAX_CAPACITY;
     m.attr("MAX_DIMS") = bips::MAX_DIMS;
@@ -867,6 +962,8 @@ PYBIND11_MODULE(_core, m) {
         .def_readonly("free", &bips::ProducerStats::free)
         .def_readonly("in_flight", &bips::ProducerStats::in_flight)
         .def_readonly("consumers", &bips::ProducerStats::consumers)
+        .def_readonly("acquire_waits", &bips::ProducerStats::acquire_waits)
+        .def_readonly("acquire_wait_ns", &bips::ProducerStats::acquire_wait_ns)
         .def("_asdict", [](const bips::ProducerStats &s) {
             py::dict d;
             d["published"] = s.published;
@@ -875,6 +972,8 @@ PYBIND11_MODULE(_core, m) {
             d["free"] = s.free;
             d["in_flight"] = s.in_flight;
             d["consumers"] = s.consumers;
+            d["acquire_waits"] = s.acquire_waits;
+            d["acquire_wait_ns"] = s.acquire_wait_ns;
             return d;
         })
         .def("__repr__", [](const py::object &self) { return stats_repr<bips::ProducerStats>("ProducerStats", self); });
@@ -910,6 +1009,10 @@ PYBIND11_MODULE(_core, m) {
         .def_readonly("skipped", &bips::SlotInfo::skipped)
         .def_readonly("queued", &bips::SlotInfo::queued)
         .def_readonly("held", &bips::SlotInfo::held)
+        .def_readonly("attached_ns", &bips::SlotInfo::attached_ns, "CLOCK_MONOTONIC ns when the consumer attached.")
+        .def_readonly("last_seq", &bips::SlotInfo::last_seq, "seq of the last frame received; -1 if none yet.")
+        .def_readonly("last_receive_ns", &bips::SlotInfo::last_receive_ns,
+                      "CLOCK_MONOTONIC ns of the last receive; 0 if never.")
         .def("__repr__", [](const bips::SlotInfo &s) {
             return "<bips.SlotInfo slot=" + std::to_string(s.slot) + (s.alive ? " alive" : " dead") +
                    " received=" + std::to_string(s.received) + " queued=" + std::to_string(s.queued) +
@@ -931,6 +1034,12 @@ PYBIND11_MODULE(_core, m) {
         .def_readonly("free", &bips::PoolInfo::free)
         .def_readonly("published", &bips::PoolInfo::published)
         .def_readonly("dropped", &bips::PoolInfo::dropped)
+        .def_readonly("last_publish_ns", &bips::PoolInfo::last_publish_ns,
+                      "CLOCK_MONOTONIC ns of the last publish; 0 if never.")
+        .def_readonly("fps", &bips::PoolInfo::fps, "Frames/s over the last full second; 0.0 when idle for over 2 s.")
+        .def_readonly("acquire_waits", &bips::PoolInfo::acquire_waits,
+                      "Producer acquire calls that found no free buffer and waited.")
+        .def_readonly("acquire_wait_ns", &bips::PoolInfo::acquire_wait_ns, "Total ns spent in those waits.")
         .def_property_readonly("shape", [](const bips::PoolInfo &i) { return shape_tuple(i.shape.data(), i.shape.size()); })
         .def_property_readonly("dtype", [](const bips::PoolInfo &i) -> py::object {
             return i.error.empty() ? py::object(numpy_dtype(i.dtype)) : py::none();
@@ -1082,6 +1191,17 @@ until they die; do not write through them after publishing.)doc");
                 return PyFrame(std::move(*f));
             return std::nullopt;
         }, "The next frame if one is queued, else None.")
+        .def("wait", [](bips::Consumer &c, std::optional<double> timeout) {
+            if (timeout)
+                seconds(*timeout);
+            return wait_sliced<bool>(timeout, [&](bips::Duration slice) -> std::optional<bool> {
+                       if (c.wait(slice))
+                           return true;
+                       return std::nullopt;
+                   }).has_value();
+        }, py::arg("timeout") = py::none(),
+             "Waits up to `timeout` seconds (None: forever) until receive() would return at once: a frame "
+             "is queued or the stream has ended. True if so, False on timeout. Receives nothing.")
         .def("__iter__", [](py::object self) { return self; })
         .def("__next__", [](bips::Consumer &c) {
             try {
@@ -1110,6 +1230,17 @@ until they die; do not write through them after publishing.)doc");
         });
 
     install_fast_paths(producer, consumer, frame, buffer);
+
+    // The waiter's thread uses the consumer: the Python Consumer owns its waiter (a slot, freed
+    // before the consumer itself), and no reference goes the other way, so no cycle keeps a
+    // consumer attached after its last use.
+    py::class_<AsyncWaiter>(m, "_AsyncWaiter", "asyncio support of Consumer (internal).")
+        .def(py::init<bips::Consumer &>(), py::arg("consumer"))
+        .def("fileno", &AsyncWaiter::fileno)
+        .def("arm", &AsyncWaiter::arm)
+        .def("disarm", &AsyncWaiter::disarm)
+        .def("clear", &AsyncWaiter::clear)
+        .def("close", &AsyncWaiter::close, py::call_guard<py::gil_scoped_release>());
 
     m.def("list_pools", &bips::list_pools, "Every bips pool under /dev/shm, read without attaching.");
     m.def("pool_info", &bips::pool_info, py::arg("name"), "One pool's details with a row per consumer slot.");

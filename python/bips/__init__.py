@@ -17,12 +17,15 @@ shared memory::
 
 from __future__ import annotations
 
+import asyncio
+
+from bips import _core
 from bips._core import (
+    LAYOUT_VERSION,
     MAX_CAPACITY,
     MAX_CONSUMERS,
     MAX_DIMS,
     Buffer,
-    Consumer,
     ConsumerStats,
     CorruptPool,
     Error,
@@ -47,6 +50,7 @@ from bips._core import (
 )
 
 __all__ = [
+    "LAYOUT_VERSION",
     "MAX_CAPACITY",
     "MAX_CONSUMERS",
     "MAX_DIMS",
@@ -78,6 +82,74 @@ __all__ = [
     "remove_stale_pool",
     "validate_name",
 ]
+
+
+class Consumer(_core.Consumer):
+    """Attaches to a pool and receives every frame in order; also an async iterator.
+
+    ``await consumer.receive_async(timeout)`` and ``async for frame in consumer`` wait without
+    blocking the event loop: a frame already queued is taken at once; otherwise a helper thread
+    (C++, no GIL) waits until one is queued and wakes the loop through an eventfd, and the loop
+    takes it. Cancelling the wait takes nothing: the frame stays queued for the next receive.
+    One task at a time may wait on a consumer.
+    """
+
+    __slots__ = ("_waiter", "_waiting")
+    _waiter: _core._AsyncWaiter
+    _waiting: bool
+
+    async def receive_async(self, timeout: float | None = None) -> Frame:
+        """The next frame, waiting up to ``timeout`` seconds (None: forever) without blocking
+        the event loop. Raises Timeout, or ProducerGone at end of stream; cancel-safe."""
+        frame = self.try_receive()
+        if frame is not None:
+            return frame
+        if getattr(self, "_waiting", False):
+            raise RuntimeError(f"another task is already waiting on consumer '{self.name}'")
+        try:
+            waiter = self._waiter
+        except AttributeError:
+            waiter = self._waiter = _core._AsyncWaiter(self)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + float(timeout)
+        fd = waiter.fileno()
+        self._waiting = True
+        try:
+            while True:
+                ready: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(fd, _wake, waiter, ready)
+                timer = None if deadline is None else loop.call_at(deadline, _wake, None, ready)
+                waiter.arm()
+                try:
+                    await ready
+                finally:
+                    waiter.disarm()
+                    loop.remove_reader(fd)
+                    if timer is not None:
+                        timer.cancel()
+                frame = self.try_receive()
+                if frame is not None:
+                    return frame
+                if deadline is not None and loop.time() >= deadline:
+                    raise Timeout(f"no frame from pool '{self.name}' within the timeout")
+        finally:
+            self._waiting = False
+
+    def __aiter__(self) -> Consumer:
+        return self
+
+    async def __anext__(self) -> Frame:
+        try:
+            return await self.receive_async()
+        except ProducerGone:
+            raise StopAsyncIteration from None
+
+
+def _wake(waiter: _core._AsyncWaiter | None, ready: asyncio.Future[None]) -> None:
+    if waiter is not None:
+        waiter.clear()
+    if not ready.done():
+        ready.set_result(None)
 
 
 def _package_dir() -> str:

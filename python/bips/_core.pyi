@@ -52,6 +52,12 @@ class ProducerStats:
     def _asdict(self) -> dict[str, int]:
         ...
     @property
+    def acquire_wait_ns(self) -> int:
+        ...
+    @property
+    def acquire_waits(self) -> int:
+        ...
+    @property
     def capacity(self) -> int:
         ...
     @property
@@ -108,11 +114,26 @@ class SlotInfo:
     def alive(self) -> bool:
         ...
     @property
+    def attached_ns(self) -> int:
+        """
+        CLOCK_MONOTONIC ns when the consumer attached.
+        """
+    @property
     def dropped(self) -> int:
         ...
     @property
     def held(self) -> int:
         ...
+    @property
+    def last_receive_ns(self) -> int:
+        """
+        CLOCK_MONOTONIC ns of the last receive; 0 if never.
+        """
+    @property
+    def last_seq(self) -> int:
+        """
+        seq of the last frame received; -1 if none yet.
+        """
     @property
     def latest(self) -> bool:
         ...
@@ -137,6 +158,16 @@ class PoolInfo:
     """
     def __repr__(self) -> str:
         ...
+    @property
+    def acquire_wait_ns(self) -> int:
+        """
+        Total ns spent in those waits.
+        """
+    @property
+    def acquire_waits(self) -> int:
+        """
+        Producer acquire calls that found no free buffer and waited.
+        """
     @property
     def buffer_size(self) -> int:
         ...
@@ -165,8 +196,18 @@ class PoolInfo:
     def file_size(self) -> int:
         ...
     @property
+    def fps(self) -> float:
+        """
+        Frames/s over the last full second; 0.0 when idle for over 2 s.
+        """
+    @property
     def free(self) -> int:
         ...
+    @property
+    def last_publish_ns(self) -> int:
+        """
+        CLOCK_MONOTONIC ns of the last publish; 0 if never.
+        """
     @property
     def max_consumers(self) -> int:
         ...
@@ -393,6 +434,10 @@ class Consumer:
         """
         The next frame if one is queued, else None.
         """
+    def wait(self, timeout: typing.SupportsFloat | typing.SupportsIndex | None = None) -> bool:
+        """
+        Waits up to `timeout` seconds (None: forever) until receive() would return at once: a frame is queued or the stream has ended. True if so, False on timeout. Receives nothing.
+        """
     @property
     def buffer_size(self) -> int:
         ...
@@ -417,6 +462,22 @@ class Consumer:
     @property
     def stats(self) -> ConsumerStats:
         ...
+class _AsyncWaiter:
+    """
+    asyncio support of Consumer (internal).
+    """
+    def __init__(self, consumer: Consumer) -> None:
+        ...
+    def arm(self) -> None:
+        ...
+    def clear(self) -> None:
+        ...
+    def close(self) -> None:
+        ...
+    def disarm(self) -> None:
+        ...
+    def fileno(self) -> int:
+        ...
 def list_pools() -> list[PoolInfo]:
     """
     Every bips pool under /dev/shm, read without attaching.
@@ -437,7 +498,7 @@ def validate_name(name: str) -> None:
     """
     Raises InvalidArgument for a bad pool name.
     """
-LAYOUT_VERSION: int = 1
+LAYOUT_VERSION: int = 2
 MAX_CAPACITY: int = 1024
 MAX_CONSUMERS: int = 32
 MAX_DIMS: int = 8

@@ -78,6 +78,11 @@ public:
     std::optional<Frame> try_receive();
     /// As receive() but nullopt on timeout.
     std::optional<Frame> try_receive_for(Duration timeout);
+    /// Waits up to `timeout` until receive() would return at once (a frame is queued, or the
+    /// stream has ended so that it would throw ProducerGone; with reconnect, a new producer is
+    /// followed meanwhile) and returns true; false on timeout. Receives nothing: for event
+    /// loops that wait on one thread and take on another. Throws InvalidArgument once closed.
+    bool wait(Duration timeout);
 
     /// Detaches: queued frames go back at once; frames still held go back when released.
     void close() noexcept;

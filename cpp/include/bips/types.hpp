@@ -18,6 +18,9 @@ constexpr std::size_t MAX_DIMS = 8;
 constexpr std::uint32_t MAX_CONSUMERS = 32;
 /// Most buffers one pool can hold.
 constexpr std::uint32_t MAX_CAPACITY = 1024;
+/// Version of the shared-memory layout this build reads and writes. Peers of another layout
+/// version refuse each other's pools with IncompatiblePool.
+constexpr std::uint32_t LAYOUT_VERSION = 2;
 
 using Clock = std::chrono::steady_clock;
 using Duration = std::chrono::nanoseconds;
@@ -82,6 +85,8 @@ struct ProducerStats {
     std::uint32_t free = 0;       ///< buffers neither acquired nor referenced by any consumer
     std::uint32_t in_flight = 0;  ///< capacity - free
     std::uint32_t consumers = 0;  ///< attached consumers
+    std::uint64_t acquire_waits = 0;   ///< acquires that found no free buffer and waited
+    std::uint64_t acquire_wait_ns = 0; ///< total time spent in those waits
 };
 
 /// Consumer-side counters; a snapshot.
@@ -103,6 +108,9 @@ struct SlotInfo {
     bool latest = false;
     std::uint64_t received = 0, dropped = 0, skipped = 0;
     std::uint32_t queued = 0, held = 0;
+    std::uint64_t attached_ns = 0;     ///< CLOCK_MONOTONIC when the consumer attached
+    std::int64_t last_seq = -1;        ///< seq of the last frame received; -1: none yet
+    std::int64_t last_receive_ns = 0;  ///< CLOCK_MONOTONIC of the last receive; 0: never
 };
 
 /// A pool as seen from outside, read without attaching.
@@ -122,6 +130,10 @@ struct PoolInfo {
     std::uint32_t free = 0;
     std::uint64_t published = 0;
     std::uint64_t dropped = 0;
+    std::int64_t last_publish_ns = 0;   ///< CLOCK_MONOTONIC of the last publish; 0: never
+    double fps = 0;                     ///< frames/s over the last full second; 0 when idle > 2 s
+    std::uint64_t acquire_waits = 0;    ///< acquires that found no free buffer and waited
+    std::uint64_t acquire_wait_ns = 0;  ///< total time spent in those waits
     Shape shape;
     DType dtype;
     std::int32_t producer_pid = 0;
