@@ -418,6 +418,8 @@ def test_stats_numbers(pool_name: str) -> None:
             "free": 4,
             "in_flight": 0,
             "consumers": 0,
+            "acquire_waits": 0,
+            "acquire_wait_ns": 0,
         }
         publish(prod, 0)  # nobody attached: not queued anywhere
         assert prod.stats.published == 1 and prod.stats.free == 4
@@ -434,6 +436,8 @@ def test_stats_numbers(pool_name: str) -> None:
             "free": 1,
             "in_flight": 3,
             "consumers": 2,
+            "acquire_waits": 0,
+            "acquire_wait_ns": 0,
         }
         f = c1.receive(timeout=1.0)
         s1 = c1.stats

@@ -833,7 +833,7 @@ def test_remove_stale_pool_removes_a_pool_whose_creator_died_mid_header(pool_nam
     path = pool_path(pool_name)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, b"BIPSPOOL" + (1).to_bytes(4, "little") + bytes(4096 - 12))
+        os.write(fd, b"BIPSPOOL" + bips.LAYOUT_VERSION.to_bytes(4, "little") + bytes(4096 - 12))
     finally:
         os.close(fd)
     try:
