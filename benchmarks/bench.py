@@ -17,7 +17,6 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -26,140 +25,68 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import baselines
-import bips_workers
 import cpp_bench
 import futex
 import report
-from harness import (
+from bips import bench as bipsbench
+from bips.bench import (
     BIG,
+    FULL,
+    QUICK,
     SIZES,
+    Case,
     CaseError,
     Runner,
+    Settings,
     Timing,
     Worker,
-    latency_summary,
     leftovers,
-    machine_info,
-    remove_leftovers,
+    summarize_handoff,
     unique_name,
 )
+from harness import machine_info
 
 GROUPS = ("latency", "handoff", "fill", "cpp", "futex")
 IMPLS = ("bips", "pipe", "sem")
-SPIN_S = 0.001  # busy-poll budget of the spin latency variant
-
-
-@dataclass
-class Settings:
-    warmup: float
-    duration: float  # hand-off window per case
-    latency_duration: float  # latency window per case
-    interval_s: float  # latency producer's pause between frames
-
-    def handoff(self) -> Timing:
-        return Timing(self.warmup, self.duration)
-
-    def latency(self) -> Timing:
-        return Timing(self.warmup, self.latency_duration)
-
-
-FULL = Settings(warmup=0.3, duration=1.5, latency_duration=2.0, interval_s=300e-6)
-QUICK = Settings(warmup=0.1, duration=0.3, latency_duration=0.6, interval_s=300e-6)
-
-
-@dataclass
-class Case:
-    group: str
-    label: str
-    run: Callable[[], dict[str, Any]]
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 # ---- cases ----------------------------------------------------------------------------------
 
 
 def latency_case(runner: Runner, st: Settings, impl: str, size_label: str, wait: str) -> Case:
+    if impl == "bips":
+        return bipsbench.latency_case(runner, st, size_label, wait)
     size = SIZES[size_label]
 
-    def run() -> dict[str, Any]:
-        name = unique_name(f"lat-{impl}")
-        cleanup = None
-        if impl == "bips":
-            spin = SPIN_S if wait == "spin" else 0.0
-            workers = [
-                Worker(
-                    bips_workers.latency_producer,
-                    {"name": name, "size": size, "interval_s": st.interval_s},
-                    "producer",
-                ),
-                Worker(bips_workers.latency_consumer, {"name": name, "spin": spin}, "consumer"),
-            ]
-        else:
-            cls, prod, cons, _, _ = baselines.IMPLS[impl]
-            res = cls(runner.ctx, name, size, 1)
-            cleanup = res.cleanup
-            workers = [
-                Worker(
-                    prod,
-                    {"size": size, "interval_s": st.interval_s, **res.producer_kwargs()},
-                    "producer",
-                ),
-                Worker(cons, {"size": size, **res.consumer_kwargs(0)}, "consumer"),
-            ]
-        _, c = runner.run(workers, st.latency(), cleanup)
-        out = latency_summary(c["ready_ns"])
-        out["wake_p50_us"] = latency_summary(c["wake_ns"])["p50_us"]
-        return out
+    def setup(name: str) -> tuple[list[Worker], Callable[[], None]]:
+        cls, prod, cons, _, _ = baselines.IMPLS[impl]
+        res = cls(runner.ctx, name, size, 1)
+        kwargs = {"size": size, "interval_s": st.interval_s, **res.producer_kwargs()}
+        workers = [Worker(prod, kwargs, "producer")]
+        workers.append(Worker(cons, {"size": size, **res.consumer_kwargs(0)}, "consumer"))
+        return workers, res.cleanup
 
-    return Case(
-        "latency",
-        f"latency {impl} {wait} {size_label}",
-        run,
-        {"impl": impl, "wait": wait, "size": size_label, "consumers": 1},
-    )
+    return bipsbench.latency_case(runner, st, size_label, wait, impl, setup)
 
 
 def handoff_case(
     runner: Runner, st: Settings, impl: str, size_label: str, consumers: int, fill: bool
 ) -> Case:
+    if impl == "bips":
+        return bipsbench.handoff_case(runner, st, size_label, consumers, fill)
     size = SIZES[size_label]
 
-    def run() -> dict[str, Any]:
-        name = unique_name(f"ho-{impl}")
-        cleanup = None
-        if impl == "bips":
-            workers = [
-                Worker(
-                    bips_workers.handoff_producer,
-                    {"name": name, "size": size, "fill": fill},
-                    "producer",
-                )
-            ]
-            workers += [
-                Worker(bips_workers.handoff_consumer, {"name": name}, "consumer")
-                for _ in range(consumers)
-            ]
-        else:
-            cls, _, _, prod, cons = baselines.IMPLS[impl]
-            res = cls(runner.ctx, name, size, consumers)
-            cleanup = res.cleanup
-            workers = [
-                Worker(prod, {"size": size, "fill": fill, **res.producer_kwargs()}, "producer")
-            ]
-            workers += [
-                Worker(cons, {"size": size, **res.consumer_kwargs(c)}, "consumer")
-                for c in range(consumers)
-            ]
-        results = runner.run(workers, st.handoff(), cleanup)
-        return summarize_handoff(results[0], results[1:])
+    def setup(name: str) -> tuple[list[Worker], Callable[[], None]]:
+        cls, _, _, prod, cons = baselines.IMPLS[impl]
+        res = cls(runner.ctx, name, size, consumers)
+        workers = [Worker(prod, {"size": size, "fill": fill, **res.producer_kwargs()}, "producer")]
+        workers += [
+            Worker(cons, {"size": size, **res.consumer_kwargs(c)}, "consumer")
+            for c in range(consumers)
+        ]
+        return workers, res.cleanup
 
-    group = "fill" if fill else "handoff"
-    return Case(
-        group,
-        f"{group} {impl} 1->{consumers} {size_label}",
-        run,
-        {"impl": impl, "size": size_label, "consumers": consumers, "fill": fill, "lang": "python"},
-    )
+    return bipsbench.handoff_case(runner, st, size_label, consumers, fill, impl, setup)
 
 
 def numpy_fill_case(runner: Runner, st: Settings) -> Case:
@@ -241,31 +168,6 @@ def futex_case(st: Settings, lang: str) -> Case:
         run_cpp if lang == "cpp" else run_python,
         {"impl": "bips", "size": "64B", "consumers": 1, "lang": lang},
     )
-
-
-def summarize_handoff(prod: dict[str, Any], cons: list[dict[str, Any]]) -> dict[str, Any]:
-    fps = [c["fps"] for c in cons]
-    frames = max(sum(c["frames"] for c in cons), 1)
-    return {
-        "per_consumer_fps": fps,
-        "mean_fps": sum(fps) / len(fps),
-        "min_fps": min(fps),
-        "total_fps": sum(fps),
-        "producer_fps": prod["fps"],
-        # CPU time (user + system) per frame in each process: the cost of a frame, much less
-        # disturbed by other load than frames/s.
-        "producer_cpu_us_per_frame": prod["cpu_s"] * 1e6 / max(prod["frames"], 1),
-        "consumer_cpu_us_per_frame": sum(c["cpu_s"] for c in cons) * 1e6 / frames,
-        # Sleeps (voluntary context switches) per frame: how often a process had to block.
-        "producer_sleeps_per_frame": prod["vcsw"] / max(prod["frames"], 1),
-        "consumer_sleeps_per_frame": sum(c["vcsw"] for c in cons) / frames,
-        "preemptions_per_frame": (prod["ivcsw"] + sum(c["ivcsw"] for c in cons)) / frames,
-        "out_of_sequence": sum(c["gaps"] for c in cons),
-        "frames": [c["frames"] for c in cons],
-        # For futex counting: which process was which, and how many frames each handled in all.
-        "pids": [prod["pid"]] + [c["pid"] for c in cons],
-        "totals": [prod["total"]] + [c["total"] for c in cons],
-    }
 
 
 def plan(args: argparse.Namespace, runner: Runner, st: Settings) -> list[Case]:
@@ -360,6 +262,20 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _print_start(total: int) -> Callable[[int, Case], None]:
+    def show(k: int, case: Case) -> None:
+        print(f"[{k:2}/{total}] {case.label} ...", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _print_done(k: int, case: Case, rec: dict[str, Any], seconds: float) -> None:
+    if "error" in rec:
+        print(f" FAILED: {rec['error'].splitlines()[0]}", file=sys.stderr)
+    else:
+        print(f" {seconds:.1f} s", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     # SIGTERM/SIGHUP take the same way out as Ctrl-C: stop the workers, remove what they made.
@@ -383,17 +299,7 @@ def main(argv: list[str]) -> int:
             args.impls = [i for i in args.impls if i != "sem"]
 
     machine = machine_info()
-    config = {
-        "mode": "quick" if args.quick else "full",
-        "warmup_s": st.warmup,
-        "handoff_window_s": st.duration,
-        "latency_window_s": st.latency_duration,
-        "latency_interval_us": st.interval_s * 1e6,
-        "capacity": 8,
-        "policy": "block",
-        "spin_s": SPIN_S,
-        "start_method": args.start_method,
-    }
+    config = bipsbench.config(st, "quick" if args.quick else "full", args.start_method)
     runner = Runner(args.start_method)
     cases = plan(args, runner, st)
     records: list[dict[str, Any]] = []
@@ -411,23 +317,12 @@ def main(argv: list[str]) -> int:
                 print(
                     f" FAILED (the C++ cases will fail): {str(e).splitlines()[0]}", file=sys.stderr
                 )
-        for k, case in enumerate(cases, 1):
-            print(f"[{k:2}/{len(cases)}] {case.label} ...", end="", file=sys.stderr, flush=True)
-            t0 = time.monotonic()
-            rec: dict[str, Any] = {"group": case.group, **case.meta}
-            try:
-                rec.update(case.run())
-                print(f" {time.monotonic() - t0:.1f} s", file=sys.stderr)
-            except CaseError as e:
-                rec["error"] = str(e)
-                print(f" FAILED: {str(e).splitlines()[0]}", file=sys.stderr)
-            records.append(rec)
+        bipsbench.run_cases(cases, records, _print_start(len(cases)), _print_done)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: reporting what was measured so far", file=sys.stderr)
     finally:
-        runner.shutdown()
-        removed = remove_leftovers()
+        removed = runner.shutdown()
         if removed:
             print(f"removed leftovers: {removed}", file=sys.stderr)
     machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
