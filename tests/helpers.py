@@ -3,7 +3,9 @@
 
 API (everything else in this file is private)::
 
-    proc = spawn_python(code, *args, env=None)   # sys.executable -c PRELUDE + code, args in sys.argv[1:]
+    proc = spawn_python(code, *args, env=None, python=None)
+                                                 # python (default sys.executable) -c PRELUDE + code,
+                                                 # args in sys.argv[1:]
     msg = read_message(proc, timeout=5.0)        # next JSON line the child emit()ted -> dict
                                                  # (ChildError if the child exits or times out first)
     rc, out, err = reap(proc, timeout=5.0)       # wait up to timeout, then SIGKILL; always waits
@@ -12,6 +14,9 @@ API (everything else in this file is private)::
     wait_until(predicate, timeout=5.0) -> bool   # polls every 10 ms; False on timeout
     fill(arr, seq) / check(arr, seq) -> bool     # content derived from seq, for frame payloads
     pool_path(name) -> "/dev/shm/bips.NAME"
+    run(cmd, timeout, env=None)                  # subprocess.run; fails the test with the output
+    find_compiler() -> "c++" | None              # $CXX, c++, g++ or clang++
+    cmake_generator() -> ["-G", "Ninja"] | []    # Ninja when installed
 
 Children run with ``bips``, ``numpy as np``, ``json``, ``os``, ``sys``, ``time`` and ``signal``
 already imported, plus ``emit(**fields)`` which prints one JSON line to stdout and flushes,
@@ -29,6 +34,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,17 +43,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pytest
 
 __all__ = [
     "PRELUDE",
     "ChildError",
     "check",
     "child",
+    "cmake_generator",
     "fill",
+    "find_compiler",
     "kill_and_reap",
     "pool_path",
     "read_message",
     "reap",
+    "run",
     "spawn_python",
     "wait_until",
 ]
@@ -124,16 +134,19 @@ class ChildError(AssertionError):
     """A child did not report what the test expected (it exited, or timed out)."""
 
 
-def spawn_python(code: str, *args: Any, env: dict | None = None) -> subprocess.Popen[bytes]:
-    """Starts ``sys.executable -c PRELUDE + code`` with ``args`` (converted with ``str``) in
-    ``sys.argv[1:]``. stdout and stderr are pipes; read stdout with ``read_message`` and always
-    finish with ``reap`` (or use ``child``). ``env`` is merged over ``os.environ``."""
+def spawn_python(
+    code: str, *args: Any, env: dict | None = None, python: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Starts ``python -c PRELUDE + code`` (``sys.executable`` unless another interpreter, say a
+    virtual environment's, is given) with ``args`` (converted with ``str``) in ``sys.argv[1:]``.
+    stdout and stderr are pipes; read stdout with ``read_message`` and always finish with
+    ``reap`` (or use ``child``). ``env`` is merged over ``os.environ``."""
     full_env = dict(os.environ)
     full_env["PYTHONUNBUFFERED"] = "1"
     if env:
         full_env.update(env)
     proc = subprocess.Popen(
-        [sys.executable, "-c", PRELUDE + "\n" + code, *map(str, args)],
+        [python or sys.executable, "-c", PRELUDE + "\n" + code, *map(str, args)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -202,11 +215,15 @@ def reap(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> tuple[int, str,
 
 @contextlib.contextmanager
 def child(
-    code: str, *args: Any, env: dict | None = None, timeout: float = 5.0
+    code: str,
+    *args: Any,
+    env: dict | None = None,
+    timeout: float = 5.0,
+    python: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``spawn_python`` as a context manager: on exit the child gets ``timeout`` seconds to
     finish, then is killed; it is always waited for."""
-    proc = spawn_python(code, *args, env=env)
+    proc = spawn_python(code, *args, env=env, python=python)
     try:
         yield proc
     finally:
@@ -223,3 +240,32 @@ def kill_and_reap(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> i
         proc.send_signal(sig)
     rc, _, _ = reap(proc, 5.0)
     return rc
+
+
+def run(
+    cmd: list[str], timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs cmd, failing the test with its output if it fails."""
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(cmd)} exited with {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+    return proc
+
+
+def find_compiler() -> str | None:
+    cxx = os.environ.get("CXX")
+    if cxx and shutil.which(cxx):
+        return cxx
+    for name in ("c++", "g++", "clang++"):
+        if shutil.which(name):
+            return name
+    return None
+
+
+def cmake_generator() -> list[str]:
+    return ["-G", "Ninja"] if shutil.which("ninja") else []

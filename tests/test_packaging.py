@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bips
 import numpy as np
 import pytest
-
-import bips
+from helpers import cmake_generator, find_compiler, run
 
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = REPO / "pyproject.toml"
@@ -26,21 +26,6 @@ SOURCE_HEADERS = REPO / "cpp" / "include" / "bips"
 PYTHON_INCLUDE = re.compile(
     r'^\s*#\s*include\s*[<"](?:Python\.h|pybind11/|nanobind/|numpy/|structmember\.h)', re.MULTILINE
 )
-
-
-def run(
-    cmd: list[str], timeout: float, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Runs cmd, failing the test with its output if it fails."""
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"{' '.join(cmd)} exited with {proc.returncode}\n"
-            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-        )
-    return proc
 
 
 def cli(flag: str) -> str:
@@ -60,20 +45,6 @@ def pyproject_version() -> str:
     m = re.search(r'^\[project\][^\[]*?^version\s*=\s*"([^"]+)"', text, re.MULTILINE | re.DOTALL)
     assert m, "no version in [project] of pyproject.toml"
     return m.group(1)
-
-
-def find_compiler() -> str | None:
-    cxx = os.environ.get("CXX")
-    if cxx and shutil.which(cxx):
-        return cxx
-    for name in ("c++", "g++", "clang++"):
-        if shutil.which(name):
-            return name
-    return None
-
-
-def cmake_generator() -> list[str]:
-    return ["-G", "Ninja"] if shutil.which("ninja") else []
 
 
 needs_pyproject = pytest.mark.skipif(

