@@ -1,0 +1,266 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The user guide's examples run: every fenced ```python block in docs/*.md is executed in a
+fresh interpreter, and every ```cpp block that is a complete program is compiled against the
+installed package (pkg-config, as the guide says) and run. Links between the pages resolve.
+
+Conventions for writing the guide (docs/*.md):
+
+- A python block runs unless its first line is ``# not run: <reason>``.
+- A cpp block is a complete program, compiled and run, when its first line names the file:
+  ``// producer.cpp``; other cpp blocks are fragments and are only shown.
+- ``# requires: torch`` (python) or ``// requires: gstreamer`` (cpp) among a block's first lines
+  skips it where that is missing. Known requirements: REQUIREMENTS below.
+- Pool names in runnable blocks are ``cam0``, ``cam1``, ... (quoted literals ``"camN"``): the test
+  rewrites them to names unique to this run, so runs never collide and the suite's leak check
+  (conftest) covers them. Every block must exit 0 and leave nothing in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import bips
+import pytest
+from helpers import find_compiler, run
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+PAGES = sorted(DOCS.glob("*.md")) if DOCS.is_dir() else []
+FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+POOL_LITERAL = re.compile(r"""(["'])(cam\d+)\1""")
+SNIPPET_TIMEOUT = 120.0
+
+needs_docs = pytest.mark.skipif(not PAGES, reason=f"no {DOCS} (tests run outside a checkout)")
+
+
+def _gst_plugin_available() -> bool:
+    plugin = Path(bips.get_gst_plugin_path()) / "libgstbips.so"
+    return plugin.is_file() and shutil.which("gst-launch-1.0") is not None
+
+
+def _namespaces_available() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    cmd = ["unshare", "--pid", "--ipc", "--mount", "--fork", "--kill-child", "true"]
+    return subprocess.run(cmd, capture_output=True, timeout=30, check=False).returncode == 0
+
+
+def _numpy_at_least(major: int, minor: int) -> bool:
+    import numpy as np
+
+    have = tuple(int(x) for x in re.findall(r"\d+", np.__version__)[:2])
+    return have >= (major, minor)
+
+
+REQUIREMENTS: dict[str, Callable[[], bool]] = {
+    "numpy>=2.1": lambda: _numpy_at_least(2, 1),  # np.from_dlpack asking for DLPack 1.0
+    "torch": lambda: importlib.util.find_spec("torch") is not None,
+    "pillow": lambda: importlib.util.find_spec("PIL") is not None,
+    "gstreamer": _gst_plugin_available,
+    "root": lambda: os.geteuid() == 0,
+    "namespaces": _namespaces_available,  # root and unshare(1) allowed to make PID namespaces
+}
+
+
+@dataclass
+class Snippet:
+    page: str
+    line: int
+    lang: str
+    code: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}:{self.line}"
+
+    def header(self) -> list[str]:
+        """The leading comment lines."""
+        mark = "#" if self.lang == "python" else "//"
+        lines = []
+        for text in self.code.splitlines():
+            if not text.startswith(mark):
+                break
+            lines.append(text[len(mark) :].strip())
+        return lines
+
+    @property
+    def not_run(self) -> str | None:
+        head = self.header()
+        if self.lang == "python" and head and head[0].startswith("not run:"):
+            return head[0][len("not run:") :].strip()
+        if self.lang == "cpp" and not (head and re.fullmatch(r"\w+\.cpp\b.*", head[0])):
+            return "a fragment"
+        return None
+
+    @property
+    def requires(self) -> list[str]:
+        names: list[str] = []
+        for text in self.header():
+            if text.startswith("requires:"):
+                names += [n.strip() for n in text[len("requires:") :].split(",") if n.strip()]
+        return names
+
+
+def _snippets() -> list[Snippet]:
+    found = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for m in FENCE.finditer(text):
+            lang = m.group(1).lower()
+            if lang in ("python", "py"):
+                lang = "python"
+            elif lang in ("cpp", "c++"):
+                lang = "cpp"
+            else:
+                continue
+            line = text.count("\n", 0, m.start()) + 1
+            found.append(Snippet(page.name, line, lang, m.group(2)))
+    return found
+
+
+SNIPPETS = _snippets()
+RUNNABLE = [s for s in SNIPPETS if s.not_run is None]
+
+
+def _prepare(snippet: Snippet) -> str:
+    for name in snippet.requires:
+        if name not in REQUIREMENTS:
+            pytest.fail(
+                f"{snippet.id}: unknown requirement {name!r} (known: {sorted(REQUIREMENTS)})"
+            )
+        if not REQUIREMENTS[name]():
+            pytest.skip(f"{snippet.id} needs {name}")
+    prefix = f"docs{os.getpid()}-{uuid.uuid4().hex[:8]}-"
+    return POOL_LITERAL.sub(lambda m: f"{m.group(1)}{prefix}{m.group(2)}{m.group(1)}", snippet.code)
+
+
+def _check(snippet: Snippet, proc: subprocess.CompletedProcess[str]) -> None:
+    if proc.returncode != 0:
+        pytest.fail(
+            f"{snippet.id} exited with {proc.returncode}\n--- code\n{snippet.code}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+
+
+@needs_docs
+@pytest.mark.parametrize("snippet", [s for s in RUNNABLE if s.lang == "python"], ids=lambda s: s.id)
+def test_python_snippet(snippet: Snippet, tmp_path: Path) -> None:
+    code = _prepare(snippet)
+    path = tmp_path / "snippet.py"
+    path.write_text(code, encoding="utf-8")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-W", "error", str(path)],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=SNIPPET_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{snippet.id} ran longer than {SNIPPET_TIMEOUT} s\n{e.stdout}\n{e.stderr}")
+    _check(snippet, proc)
+
+
+@needs_docs
+@pytest.mark.parametrize("snippet", [s for s in RUNNABLE if s.lang == "cpp"], ids=lambda s: s.id)
+def test_cpp_snippet(snippet: Snippet, tmp_path: Path) -> None:
+    code = _prepare(snippet)
+    cxx = find_compiler()
+    if cxx is None:
+        pytest.skip("no C++ compiler (c++, g++, clang++ or $CXX) found")
+    if not shutil.which("pkg-config"):
+        pytest.skip("pkg-config is not installed")
+    src = tmp_path / snippet.header()[0].split()[0]
+    src.write_text(code, encoding="utf-8")
+    env = dict(os.environ, PKG_CONFIG_PATH=bips.get_pkgconfig_dir())
+    flags = run(["pkg-config", "--cflags", "--libs", "bips"], timeout=30, env=env).stdout.split()
+    exe = tmp_path / src.stem
+    run([cxx, "-O1", "-Wall", "-Wextra", "-Werror", str(src), "-o", str(exe), *flags], timeout=180)
+    try:
+        proc = subprocess.run(
+            [str(exe)],
+            check=False,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=SNIPPET_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{snippet.id} ran longer than {SNIPPET_TIMEOUT} s\n{e.stdout}\n{e.stderr}")
+    _check(snippet, proc)
+
+
+# --- the guide as a whole ------------------------------------------------------------------
+
+
+@needs_docs
+def test_every_page_has_tested_examples_or_none_at_all() -> None:
+    """The API pages have runnable examples, and every block that is not run says why."""
+    for page in ("index.md", "python.md", "cpp.md", "crash-safety.md", "troubleshooting.md"):
+        assert any(s.page == page for s in RUNNABLE), f"{page} has no runnable example"
+    for s in SNIPPETS:
+        if s.lang == "python" and s.not_run is not None:
+            assert s.not_run, f"{s.id}: '# not run:' needs a reason"
+
+
+@needs_docs
+def test_index_lists_every_page() -> None:
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\(([\w.-]+\.md)\)", index))
+    assert linked == {p.name for p in PAGES} - {"index.md"}
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to '-'."""
+    text = re.sub(r"[`*]|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", heading)
+    text = re.sub(r"[^\w\- ]", "", text.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    return {_slug(h) for h in re.findall(r"^#{1,6}\s+(.+?)\s*$", text, re.MULTILINE)}
+
+
+@needs_docs
+def test_links_between_pages_resolve() -> None:
+    bad = []
+    for page in PAGES:
+        text = FENCE.sub("", page.read_text(encoding="utf-8"))
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # an URL
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                bad.append(f"{page.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                bad.append(f"{page.name}: {target} (no such heading)")
+    assert not bad, "\n".join(bad)
+
+
+@needs_docs
+def test_python_names_in_the_guide_exist() -> None:
+    """Every ``bips.NAME`` used in a python block (run or not) is part of the package."""
+    missing = set()
+    for s in SNIPPETS:
+        if s.lang != "python":
+            continue
+        for name in re.findall(r"(?<![/\w.])bips\.([A-Za-z_]\w*)", s.code):
+            if hasattr(bips, name) or importlib.util.find_spec(f"bips.{name}") is not None:
+                continue
+            missing.add(f"{s.id}: bips.{name}")
+    assert not missing, sorted(missing)
