@@ -98,6 +98,8 @@ GType gst_bips_sink_policy_get_type(void) {
         static const GEnumValue values[] = {
             {0, "Lossless: wait for a buffer that every consumer released", "block"},
             {1, "Live: take back the oldest queued frame that no consumer holds", "drop-oldest"},
+            // The spelling of the Python and C++ APIs: pipelines may use either.
+            {1, "The same as drop-oldest", "drop_oldest"},
             {0, nullptr, nullptr},
         };
         g_once_init_leave(&type, g_enum_register_static("GstBipsSinkPolicy", values));
@@ -288,6 +290,9 @@ static GstFlowReturn render_zero_copy(GstBipsSink *self,
     slot->pin = slot->buffer.pin();
     if (!publish(self, producer, std::move(slot->buffer), *layout, *prefix, buffer))
         return GST_FLOW_ERROR;
+    // Consumers read it now: whoever else holds this GstBuffer (a tee's other branch) gets a
+    // copy if it wants to write, never the published pixels.
+    GST_MINI_OBJECT_FLAG_SET(mem, GST_MEMORY_FLAG_READONLY);
     st->zero_copy.fetch_add(1, std::memory_order_relaxed);
     return GST_FLOW_OK;
 }
@@ -428,7 +433,19 @@ static gboolean gst_bips_sink_event(GstBaseSink *bs, GstEvent *event) {
         post_stats(self);
         self->st->link->close();
     }
-    return GST_BASE_SINK_CLASS(gst_bips_sink_parent_class)->event(bs, event);
+    if (GST_EVENT_TYPE(event) != GST_EVENT_FLUSH_STOP)
+        return GST_BASE_SINK_CLASS(gst_bips_sink_parent_class)->event(bs, event);
+    const gboolean ret = GST_BASE_SINK_CLASS(gst_bips_sink_parent_class)->event(bs, event);
+    // A flushing seek after EOS (looping playback) starts a new stream. Upstream keeps the
+    // buffer pool we proposed and acquires from it before anything reaches render(), so the
+    // pool that EOS closed must be back now. The thread that sends FLUSH_STOP holds upstream's
+    // stream lock, so the streaming thread is out of this element meanwhile.
+    SinkState *st = self->st;
+    const auto current = st->link->current();
+    if (ret && st->have_info && (!current || current->closed()) &&
+        !ensure_producer(self, GST_VIDEO_INFO_SIZE(&st->info), st->layout))
+        return FALSE;
+    return ret;
 }
 
 static gboolean gst_bips_sink_start(GstBaseSink *bs) {
@@ -474,24 +491,15 @@ static gboolean gst_bips_sink_stop(GstBaseSink *bs) {
     return TRUE;
 }
 
+// Upstream blocked in our pool's acquire watches the sink pad's flushing flag itself
+// (ProducerLink::acquire); these two only interrupt render().
 static gboolean gst_bips_sink_unlock(GstBaseSink *bs) {
-    SinkState *st = GST_BIPS_SINK(bs)->st;
-    st->unlocked.store(true, std::memory_order_release);
-    // A flush or a deactivation (not PLAYING -> PAUSED, which also unlocks): upstream blocked in
-    // our pool's acquire must give up too, or its streaming thread would never stop.
-    GstPad *pad = GST_BASE_SINK_PAD(bs);
-    GST_OBJECT_LOCK(pad);
-    const bool flushing = GST_PAD_IS_FLUSHING(pad);
-    GST_OBJECT_UNLOCK(pad);
-    if (flushing)
-        st->link->set_flushing(true);
+    GST_BIPS_SINK(bs)->st->unlocked.store(true, std::memory_order_release);
     return TRUE;
 }
 
 static gboolean gst_bips_sink_unlock_stop(GstBaseSink *bs) {
-    SinkState *st = GST_BIPS_SINK(bs)->st;
-    st->unlocked.store(false, std::memory_order_release);
-    st->link->set_flushing(false);
+    GST_BIPS_SINK(bs)->st->unlocked.store(false, std::memory_order_release);
     return TRUE;
 }
 

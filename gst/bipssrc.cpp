@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <ctime>
 #include <memory>
 #include <mutex>
@@ -52,6 +53,24 @@ enum TimestampMode : gint { TS_AUTO = 0, TS_PTS = 1, TS_CAPTURE = 2 };
 constexpr guint64 DEFAULT_TIMEOUT = 5 * GST_SECOND;
 // One wait lasts at most this long, so that unlock() (flush, state change) is honoured quickly.
 constexpr auto SLICE = std::chrono::milliseconds(20);
+// The largest capture-to-now delay taken into the reported latency.
+constexpr std::int64_t MAX_LATENCY_NS = 10 * static_cast<std::int64_t>(GST_SECOND);
+
+// Frame timestamps come from shared memory, written by any producer: arithmetic on them
+// saturates instead of overflowing.
+std::int64_t sat_add(std::int64_t a, std::int64_t b) {
+    std::int64_t r;
+    if (__builtin_add_overflow(a, b, &r))
+        return b > 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+
+std::int64_t sat_sub(std::int64_t a, std::int64_t b) {
+    std::int64_t r;
+    if (__builtin_sub_overflow(a, b, &r))
+        return b < 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
 
 struct Settings {
     std::string pool;
@@ -375,7 +394,8 @@ static GstClockTime frame_pts(GstBipsSrc *self, const bips::Frame &frame,
         st->have_first = true;
         st->first_ts = ts;
     }
-    const auto relative = static_cast<GstClockTime>(std::max<std::int64_t>(ts - st->first_ts, 0));
+    const auto relative =
+        static_cast<GstClockTime>(std::max<std::int64_t>(sat_sub(ts, st->first_ts), 0));
     gint mode = s.timestamp_mode;
     if (mode == TS_AUTO)
         mode = s.is_live ? TS_CAPTURE : TS_PTS;
@@ -394,10 +414,11 @@ static GstClockTime frame_pts(GstBipsSrc *self, const bips::Frame &frame,
         monotonic = type == GST_CLOCK_TYPE_MONOTONIC;
     }
     if (!monotonic)
-        on_clock = ts + (static_cast<std::int64_t>(gst_clock_get_time(clock)) - monotonic_now_ns());
+        on_clock = sat_add(ts, static_cast<std::int64_t>(gst_clock_get_time(clock)) -
+                                   monotonic_now_ns());
     gst_object_unref(clock);
     const auto base = static_cast<std::int64_t>(gst_element_get_base_time(GST_ELEMENT(self)));
-    return static_cast<GstClockTime>(std::max<std::int64_t>(on_clock - base, 0));
+    return static_cast<GstClockTime>(std::max<std::int64_t>(sat_sub(on_clock, base), 0));
 }
 
 // The output buffer for `frame`: its shared memory wrapped read-only, or (for a non-standard
@@ -434,7 +455,9 @@ static GstFlowReturn make_buffer(GstBipsSrc *self, bips::Frame frame, bool fresh
         strides[p] = static_cast<gint>(planes[p].stride);
     }
     const GstVideoInfo &info = st->info;
-    const bool standard = planes == bips::gst::default_planes(info);
+    // A frame shorter than the caps' size (tail padding cut off) is no standard buffer either.
+    const bool standard = planes == bips::gst::default_planes(info) &&
+                          frame.nbytes() >= GST_VIDEO_INFO_SIZE(&info);
     // Elements that keep many buffers (queues, encoders with lookahead, filesink batching its
     // writes) would otherwise hold the producer's pool: past the limit, frames are copied and
     // given back at once.
@@ -448,8 +471,11 @@ static GstFlowReturn make_buffer(GstBipsSrc *self, bips::Frame frame, bool fresh
         // Capture-time PTS are in the past when frames are published; a synchronised sink drops
         // frames later than the latency we report, so report at least what we see (with a
         // margin, and only ever growing, so that the pipeline re-configures rarely).
-        const std::int64_t delay = monotonic_now_ns() - frame.timestamp_ns();
-        if (delay > 0 && static_cast<guint64>(delay) > st->latency.load()) {
+        const std::int64_t delay = sat_sub(monotonic_now_ns(), frame.timestamp_ns());
+        // Past MAX_LATENCY_NS the timestamp is not a capture time on this clock (a stale frame,
+        // another clock): reporting it would only make every synchronised sink wait as long.
+        if (delay > 0 && delay <= MAX_LATENCY_NS &&
+            static_cast<guint64>(delay) > st->latency.load()) {
             st->latency = static_cast<guint64>(delay) + static_cast<guint64>(delay) / 4;
             GST_INFO_OBJECT(self, "frames arrive %.3f ms after capture: latency now %.3f ms",
                             static_cast<double>(delay) / 1e6,

@@ -3,6 +3,9 @@
 
 #include <bips/errors.hpp>
 
+#include <gst/base/gstbasesink.h>
+
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <utility>
@@ -37,6 +40,36 @@ constexpr auto SLICE = std::chrono::milliseconds(20);
 constexpr std::int64_t WARN_EVERY_NS = 5'000'000'000;
 
 std::int64_t monotonic_ns() { return g_get_monotonic_time() * 1000; }
+
+// A strong reference to the link's element for one step (null once the element is gone).
+class ElementRef {
+public:
+    explicit ElementRef(GWeakRef *ref) : m_element(GST_ELEMENT(g_weak_ref_get(ref))) {}
+    ~ElementRef() {
+        if (m_element)
+            gst_object_unref(m_element);
+    }
+    ElementRef(const ElementRef &) = delete;
+    ElementRef &operator=(const ElementRef &) = delete;
+    GstElement *get() const { return m_element; }
+
+private:
+    GstElement *m_element;
+};
+
+// The sink pad is flushing from FLUSH_START to FLUSH_STOP and while it is deactivated (below
+// PAUSED). Read at every slice of a wait rather than mirrored from unlock()/unlock_stop(): the
+// base sink calls those two back to back during a flush, before the upstream thread blocked in
+// our pool could see a flag between them.
+bool sink_pad_flushing(GstElement *element) {
+    if (!element || !GST_IS_BASE_SINK(element))
+        return false;
+    GstPad *pad = GST_BASE_SINK_PAD(element);
+    GST_OBJECT_LOCK(pad);
+    const bool flushing = GST_PAD_IS_FLUSHING(pad);
+    GST_OBJECT_UNLOCK(pad);
+    return flushing;
+}
 
 } // namespace
 
@@ -161,57 +194,46 @@ GstFlowReturn ProducerLink::acquire(std::size_t size, bool wait, GstBufferPool *
     const std::int64_t start = monotonic_ns();
     std::int64_t warn_at = start + WARN_EVERY_NS;
     for (;;) {
-        if (flushing() || (pool && GST_BUFFER_POOL_IS_FLUSHING(pool)) ||
+        const ElementRef ref(&m_element);
+        GstElement *element = ref.get();
+        if (sink_pad_flushing(element) || (pool && GST_BUFFER_POOL_IS_FLUSHING(pool)) ||
             (cancel && cancel->load(std::memory_order_acquire)))
             return GST_FLOW_FLUSHING;
         std::shared_ptr<bips::Producer> producer = current();
         if (!producer || producer->closed())
             return GST_FLOW_FLUSHING; // stopped, or ended at EOS
-        GstElement *element = GST_ELEMENT(g_weak_ref_get(&m_element));
         if (producer->buffer_size() < size) {
             // Cannot happen through the sink (it only ever grows its pool), but a pool must not
             // hand out memory smaller than it promised.
-            if (element) {
+            if (element)
                 GST_ELEMENT_ERROR(element, RESOURCE, FAILED, (nullptr),
                                   ("buffers of pool '%s' hold %zu bytes; %zu needed",
                                    producer->name().c_str(), producer->buffer_size(), size));
-                gst_object_unref(element);
-            }
             return GST_FLOW_ERROR;
         }
         try {
             std::optional<bips::Buffer> buffer =
                 wait ? producer->try_acquire_for(SLICE) : producer->try_acquire();
             if (buffer) {
-                if (element)
-                    gst_object_unref(element);
                 out.producer = std::move(producer);
                 out.buffer = std::move(*buffer);
                 return GST_FLOW_OK;
             }
         } catch (const std::exception &e) {
-            if (producer->closed()) { // replaced or closed while we waited: look again
-                if (element)
-                    gst_object_unref(element);
+            if (producer->closed()) // replaced or closed while we waited: look again
                 continue;
-            }
-            if (element) {
+            if (element)
                 GST_ELEMENT_ERROR(
                     element, RESOURCE, FAILED,
                     ("Could not acquire a buffer of pool '%s'.", producer->name().c_str()),
                     ("%s", e.what()));
-                gst_object_unref(element);
-            }
             return GST_FLOW_ERROR;
         }
-        if (!wait) {
-            if (element)
-                gst_object_unref(element);
+        if (!wait)
             return GST_FLOW_EOS;
-        }
         const std::int64_t now = monotonic_ns();
         if (timeout_ns != 0 && static_cast<std::uint64_t>(now - start) >= timeout_ns) {
-            if (element) {
+            if (element)
                 GST_ELEMENT_ERROR(
                     element, RESOURCE, BUSY,
                     ("No buffer of pool '%s' came free within acquire-timeout (%.3f s).",
@@ -219,8 +241,6 @@ GstFlowReturn ProducerLink::acquire(std::size_t size, bool wait, GstBufferPool *
                     ("consumers hold or have queued all %u buffers (policy block); raise "
                      "capacity or acquire-timeout, or use policy=drop-oldest",
                      producer->capacity()));
-                gst_object_unref(element);
-            }
             return GST_FLOW_ERROR;
         }
         if (now >= warn_at) {
@@ -228,8 +248,6 @@ GstFlowReturn ProducerLink::acquire(std::size_t size, bool wait, GstBufferPool *
                                producer->name().c_str(), static_cast<double>(now - start) / 1e9);
             warn_at += WARN_EVERY_NS;
         }
-        if (element)
-            gst_object_unref(element);
     }
 }
 
@@ -281,6 +299,16 @@ static gboolean bips_pool_set_config(GstBufferPool *bp, GstStructure *config) {
     if (producer && producer->buffer_size() < size) {
         GST_WARNING_OBJECT(bp, "buffers of %u bytes asked; pool '%s' has %zu", size,
                            producer->name().c_str(), producer->buffer_size());
+        return FALSE;
+    }
+    if (producer && min > producer->capacity()) {
+        // An upstream that keeps `min` buffers (a decoder's reference frames) would wait forever
+        // for more than the pool has. Say what fits (the GstBufferPool way: FALSE with the
+        // config updated) so that upstream can accept it or use a pool of its own.
+        GST_WARNING_OBJECT(bp, "%u buffers asked at least; pool '%s' has %u", min,
+                           producer->name().c_str(), producer->capacity());
+        gst_buffer_pool_config_set_params(config, caps, size, producer->capacity(),
+                                          producer->capacity());
         return FALSE;
     }
     {

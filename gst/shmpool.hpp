@@ -68,17 +68,14 @@ public:
     /// Closes and forgets the current producer.
     void close();
 
-    /// While set (the sink's pad is flushing: a flush or a state change below PAUSED), acquire()
-    /// returns GST_FLOW_FLUSHING at once, so that upstream never hangs in a pool acquire.
-    void set_flushing(bool flushing) { m_flushing.store(flushing, std::memory_order_release); }
-    bool flushing() const { return m_flushing.load(std::memory_order_acquire); }
     /// How long a blocked acquire() waits in total before it posts an error; 0 = no limit.
     void set_acquire_timeout(std::uint64_t ns) {
         m_timeout_ns.store(ns, std::memory_order_relaxed);
     }
 
     /// A free buffer of at least `size` bytes from the current producer. With `wait`, waits in
-    /// short slices until one frees, returning GST_FLOW_FLUSHING as soon as the link is flushing,
+    /// short slices until one frees, returning GST_FLOW_FLUSHING as soon as the element's sink
+    /// pad is flushing (a flush, or a state change below PAUSED, which deactivates the pad),
     /// `pool` (if given) is flushing, `*cancel` (if given) is set or the producer is closed, and
     /// GST_FLOW_ERROR (with an error message posted on the element) once the acquire-timeout
     /// passes. Without `wait`, GST_FLOW_EOS when no buffer is free (the GstBufferPool convention
@@ -89,7 +86,6 @@ public:
 private:
     mutable std::mutex m_mutex;
     std::shared_ptr<bips::Producer> m_producer;
-    std::atomic<bool> m_flushing{false};
     std::atomic<std::uint64_t> m_timeout_ns{0};
     GWeakRef m_element;
 };
