@@ -431,6 +431,26 @@ def test_bench_quick_json() -> None:
     assert not [n for n in os.listdir("/dev/shm") if f"bbench{proc.pid}" in n]
 
 
+def test_demo_consumers_read_the_producers_pixels_in_place() -> None:
+    proc = run_cli("demo", "--frames", "40", "--consumers", "2", timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "producer: 40 frames published" in out and ", 0 dropped" in out, out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == ["0", "1"], out
+    for r in rows:
+        # consumer, pid, frames, fps, p50, p99, pattern, address -> /dev/shm/bips.demo-PID
+        assert r[2] == "40" and r[6] == "ok", out
+        assert r[9] == f"/dev/shm/bips.demo-{proc_pid(out)}" and "(zero copy)" in " ".join(r)
+    assert "the arrays are the shared memory" in out
+
+
+def proc_pid(demo_output: str) -> str:
+    """The pid in the demo's pool name, from its first line ("... pool 'demo-PID', ...")."""
+    first = demo_output.splitlines()[0]
+    return first.split("pool 'demo-", 1)[1].split("'", 1)[0]
+
+
 # ---- errors ---------------------------------------------------------------------------------
 
 

@@ -196,10 +196,8 @@ def test_capture_planar_frames_are_flat_with_planes(
 ) -> None:
     """I420 at an odd size (padded rows, three planes): flat uint8 frames of GStreamer's buffer
     size, whose planes, found through the metadata, hold exactly GStreamer's pixels."""
-    try:
-        from bips import video
-    except ImportError:  # bips.video came with the GStreamer plugin; older packages lack it
-        video = None
+    from bips import video
+
     n, w, h = 3, 322, 242
     # The moving ball is deterministic per frame number (unlike smpte, whose corner is noise).
     src = (
@@ -242,9 +240,9 @@ def test_capture_planar_frames_are_flat_with_planes(
                 want = i420_planes(expected[i * size : (i + 1) * size], planes, w, h)
                 for name, a, b in zip("YUV", got, want):
                     assert np.array_equal(a, b), f"frame {i}: plane {name} differs"
-                if video is not None:  # the package's reader of the convention agrees
-                    for name, a, b in zip("YUV", video.planes(frame), want):
-                        assert a.shape == b.shape and np.array_equal(a, b), name
+                # the package's reader of the convention agrees
+                for name, a, b in zip("YUV", video.planes(frame), want):
+                    assert a.shape == b.shape and np.array_equal(a, b), name
                 del got
                 frame.release()
             with pytest.raises(bips.ProducerGone):  # end of stream: the pipeline's EOS
