@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -101,9 +102,12 @@ def source(size: str, frames: int, pattern: str) -> str:
     return f"videotestsrc num-buffers={frames} pattern={pattern} ! {caps(size)}"
 
 
-def gst_launch(description: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def gst_launch(
+    description: str, env: dict[str, str] | None = None, *, messages: bool = False
+) -> subprocess.Popen[str]:
+    """``gst-launch-1.0 -q`` (or ``-m``: print the bus messages, which ``-q`` would hide)."""
     return subprocess.Popen(
-        ["gst-launch-1.0", "-q", *description.split()],
+        ["gst-launch-1.0", "-m" if messages else "-q", *description.split()],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -223,6 +227,7 @@ def run_bips(size: str, frames: int, pattern: str, env: dict[str, str]) -> tuple
             f"{source(size, frames, pattern)} ! bipssink pool={name} capacity={CAPACITY} "
             "policy=block wait-for-consumers=1 sync=false",
             env,
+            messages=True,
         )
         sink_res, cons_res = finish([sink, cons], start + RUN_TIMEOUT_S)
         wall = time.monotonic() - start
@@ -236,6 +241,12 @@ def run_bips(size: str, frames: int, pattern: str, env: dict[str, str]) -> tuple
     received = int(cons_res[1].split()[-1])
     if received != frames:
         raise CaseError(f"the consumer received {received} of {frames} frames")
+    # The counters bipssink posts at EOS: this case measures the zero-copy path, or nothing.
+    counters = dict(
+        re.findall(r"([\w-]+)=\(guint64\)(\d+)", sink_res[1].split("bipssink-stats")[-1])
+    )
+    if counters.get("copies") != "0" or counters.get("zero-copy") != str(frames):
+        raise CaseError(f"bipssink did not take the zero-copy path for every frame: {counters}")
     return wall, received
 
 
