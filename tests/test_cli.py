@@ -9,9 +9,11 @@ import io
 import json
 import os
 import pwd
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -186,6 +188,42 @@ def test_top_iterations_without_a_tty(live_pool: str) -> None:
     assert len(lines) == 2 and all(ln[1] == "alive" for ln in lines)
     slots = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("slot ")]
     assert len(slots) >= 4  # two consumers, two refreshes (other pools may show too)
+
+
+@pytest.mark.parametrize("how", ["q", "ctrl-c"])
+def test_top_live_view_in_a_terminal_quits_on_q_and_ctrl_c(live_pool: str, how: str) -> None:
+    """On a terminal (a pty here) top redraws in place until q or Ctrl-C, then exits 0 with the
+    terminal's mode restored."""
+    import pty
+    import termios
+
+    master, slave = pty.openpty()
+    before = termios.tcgetattr(slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bips", "top", "--interval", "0.2"],
+        stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        env=dict(os.environ, COLUMNS="200", LINES="50", TERM="xterm"),
+    )  # fmt: skip
+    os.close(slave)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 20
+        while live_pool.encode() not in screen or screen.count(b"bips top") < 2:
+            assert time.monotonic() < deadline, screen[-2000:]
+            if select.select([master], [], [], 0.5)[0]:
+                screen += os.read(master, 65536)
+        if how == "q":
+            os.write(master, b"q")
+        else:
+            proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0, screen[-2000:]
+        assert termios.tcgetattr(master)[3] == before[3]  # lflag: echo and canonical mode back
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert b"Traceback" not in screen
 
 
 # ---- tap ------------------------------------------------------------------------------------
