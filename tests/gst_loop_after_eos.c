@@ -3,8 +3,10 @@
 // with EOS, then do a flushing seek back to the start and check that frames flow again, into a
 // new pool, still on the zero-copy path. (gst-launch-1.0 cannot seek, hence this driver.)
 //
-//   gst_loop_after_eos NAME CAPS   exit 0 and one line "first=N published=N zero-copy=N
-//                                  copies=N" on success, 1 and a message on stderr otherwise
+//   gst_loop_after_eos NAME CAPS   prints "first=N published=N zero-copy=N copies=N" once
+//                                  the replay has published 20 frames, keeps running until a
+//                                  line (or end of input) on stdin, then exits 0; on failure
+//                                  exits 1 with a message on stderr
 
 #include <gst/gst.h>
 
@@ -36,7 +38,9 @@ static gboolean wait_for(GstElement *pipeline, GstMessageType types, GstClockTim
     return ok;
 }
 
-// Polls the sink's published counter until it reaches `n` (10 s at most).
+// Polls the sink's published counter until it reaches `n` (10 s at most). Each pool holds its
+// first frame until a consumer is attached (wait-for-consumers=1), so the test's consumer sees
+// both passes however slowly it attaches.
 static gboolean wait_published(GstElement *sink, guint64 n) {
     for (int i = 0; i < 1000 && counter(sink, "published") < n; ++i)
         g_usleep(10000);
@@ -51,7 +55,8 @@ int main(int argc, char **argv) {
     }
     const guint64 frames = 20;
     gchar *desc = g_strdup_printf(
-        "videotestsrc ! %s ! bipssink name=sink pool=%s capacity=4 sync=false", argv[2], argv[1]);
+        "videotestsrc ! %s ! bipssink name=sink pool=%s capacity=4 policy=drop-oldest "
+        "wait-for-consumers=1 sync=false", argv[2], argv[1]);
     GError *err = NULL;
     GstElement *pipeline = gst_parse_launch(desc, &err);
     g_free(desc);
@@ -88,6 +93,12 @@ int main(int argc, char **argv) {
            " copies=%" G_GUINT64_FORMAT "\n",
            first, counter(sink, "published"), counter(sink, "zero-copy"), counter(sink, "copies"));
     fflush(stdout);
+    // Keep the new pool alive until told (a line, or end of input): a consumer that follows it
+    // with reconnect=True must find it.
+    char line[16];
+    if (!fgets(line, sizeof line, stdin)) {
+        // end of input: stop as well
+    }
     rc = 0;
 out:
     gst_element_set_state(pipeline, GST_STATE_NULL);

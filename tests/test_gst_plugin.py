@@ -681,25 +681,32 @@ def test_flushing_seek_after_eos_starts_a_new_pool(
     exe = tmp_path / "loop"
     subprocess.run([cc, "-O1", "-o", str(exe), str(LOOP_DRIVER), *flags], check=True, timeout=120)
     caps = "video/x-raw,format=GRAY8,width=64,height=48"
-    proc = subprocess.Popen(
-        [str(exe), pool_name, caps], env=gst_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
-    )  # fmt: skip
-    try:
-        with bips.Consumer(pool_name, timeout=10.0, reconnect=True) as cons:
-            seqs = []
-            while len(seqs) < 3 or seqs[-1] >= seqs[-2]:  # until seq restarts: the new pool
-                seqs.append(cons.receive(timeout=10.0).seq)
-            assert cons.stats.reconnects >= 1
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    with subprocess.Popen(
+        [str(exe), pool_name, caps], env=gst_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+    ) as proc:  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            with bips.Consumer(pool_name, timeout=10.0, reconnect=True) as cons:
+                after = 0
+                while after < 3:  # frames of the first pool, then 3 of the replay's new pool
+                    cons.receive(timeout=10.0).release()
+                    after += cons.stats.reconnects >= 1
+                # The driver prints its counters once the replay published 20 frames into the
+                # new pool (drop_oldest: whether or not we receive); it keeps that pool alive
+                # until told to stop.
+                line = proc.stdout.readline()
+                assert line, proc.stderr.read() if proc.poll() is not None else "no output"
+                counters = dict(kv.split("=") for kv in line.split())
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()  # leaving the with block closes the pipes and reaps it
     assert proc.returncode == 0, err
-    counters = dict(kv.split("=") for kv in out.split())
-    assert int(counters["published"]) >= int(counters["first"]) + 20, out
-    assert counters["copies"] == "0" and counters["zero-copy"] == counters["published"], out
+    assert int(counters["published"]) >= int(counters["first"]) + 20, line
+    assert counters["copies"] == "0" and counters["zero-copy"] == counters["published"], line
 
 
 @requires_gst
