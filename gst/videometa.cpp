@@ -108,18 +108,9 @@ private:
             if (!value(v, depth + 1))
                 return false;
             out.members.emplace_back(std::move(key), std::move(v));
-            skip_space();
-            if (m_p >= m_end)
-                return false;
-            if (*m_p == ',') {
-                ++m_p;
-                continue;
-            }
-            if (*m_p == '}') {
-                ++m_p;
-                return true;
-            }
-            return false;
+            const Next next = after_element('}');
+            if (next != Next::More)
+                return next == Next::Closed;
         }
     }
 
@@ -136,19 +127,25 @@ private:
             if (!value(v, depth + 1))
                 return false;
             out.items.push_back(std::move(v));
-            skip_space();
-            if (m_p >= m_end)
-                return false;
-            if (*m_p == ',') {
-                ++m_p;
-                continue;
-            }
-            if (*m_p == ']') {
-                ++m_p;
-                return true;
-            }
-            return false;
+            const Next next = after_element(']');
+            if (next != Next::More)
+                return next == Next::Closed;
         }
+    }
+
+    enum class Next { More, Closed, Bad };
+
+    // After a member or an item: ',' (another follows), `close` (the container ends) or an error.
+    Next after_element(char close) {
+        skip_space();
+        if (m_p >= m_end)
+            return Next::Bad;
+        if (*m_p == ',' || *m_p == close) {
+            const bool more = *m_p == ',';
+            ++m_p;
+            return more ? Next::More : Next::Closed;
+        }
+        return Next::Bad;
     }
 
     bool hex4(std::uint32_t &cp) {

@@ -17,6 +17,7 @@ API (everything else in this file is private)::
     run(cmd, timeout, env=None)                  # subprocess.run; fails the test with the output
     find_compiler() -> "c++" | None              # $CXX, c++, g++ or clang++
     cmake_generator() -> ["-G", "Ninja"] | []    # Ninja when installed
+    require_cmake_project(src)                   # skips unless cmake, a C++ compiler and src exist
 
 Children run with ``bips``, ``numpy as np``, ``json``, ``os``, ``sys``, ``time`` and ``signal``
 already imported, plus ``emit(**fields)`` which prints one JSON line to stdout and flushes,
@@ -57,6 +58,7 @@ __all__ = [
     "pool_path",
     "read_message",
     "reap",
+    "require_cmake_project",
     "run",
     "spawn_python",
     "wait_until",
@@ -269,3 +271,13 @@ def find_compiler() -> str | None:
 
 def cmake_generator() -> list[str]:
     return ["-G", "Ninja"] if shutil.which("ninja") else []
+
+
+def require_cmake_project(src: Any) -> None:
+    """Skips the test unless cmake, a C++ compiler and the CMake project ``src`` are there."""
+    if not shutil.which("cmake"):
+        pytest.skip("cmake is not installed")
+    if find_compiler() is None:
+        pytest.skip("no C++ compiler (c++, g++, clang++ or $CXX) found")
+    if not (src / "CMakeLists.txt").is_file():
+        pytest.skip(f"{src} is not there (tests run outside a source checkout)")

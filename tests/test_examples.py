@@ -23,7 +23,7 @@ import bips
 import numpy as np
 import pytest
 from conftest import unique_name
-from helpers import cmake_generator, find_compiler
+from helpers import cmake_generator, require_cmake_project
 from helpers import run as run_checked
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,12 +53,7 @@ def stop(proc: subprocess.Popen[str], timeout: float = 10.0) -> tuple[int, str, 
 @pytest.fixture(scope="module")
 def capture_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bips-capture, built like a user would: CMake, find_package(bips) from this installation."""
-    if not (CAPTURE_SRC / "CMakeLists.txt").is_file():
-        pytest.skip(f"{CAPTURE_SRC} is not there (tests run outside a source checkout)")
-    if not shutil.which("cmake"):
-        pytest.skip("cmake is not installed")
-    if find_compiler() is None:
-        pytest.skip("no C++ compiler (c++, g++, clang++ or $CXX) found")
+    require_cmake_project(CAPTURE_SRC)
     if not shutil.which("pkg-config"):
         pytest.skip("pkg-config is not installed")
     if subprocess.run(["pkg-config", "--exists", *GST_MODULES], check=False).returncode != 0:

@@ -15,7 +15,7 @@ from pathlib import Path
 import bips
 import numpy as np
 import pytest
-from helpers import cmake_generator, find_compiler, run
+from helpers import cmake_generator, find_compiler, require_cmake_project, run
 
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = REPO / "pyproject.toml"
@@ -158,12 +158,7 @@ def test_public_headers_compile_without_python(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_find_package_example_feeds_a_python_consumer(tmp_path: Path, pool_name: str) -> None:
-    if not shutil.which("cmake"):
-        pytest.skip("cmake is not installed")
-    if find_compiler() is None:
-        pytest.skip("no C++ compiler (c++, g++, clang++ or $CXX) found")
-    if not (EXAMPLE / "CMakeLists.txt").is_file():
-        pytest.skip(f"{EXAMPLE} is not there (tests run outside a source checkout)")
+    require_cmake_project(EXAMPLE)
 
     build = tmp_path / "build"
     cmake_dir = cli("--cmake-dir")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import child, cmake_generator, find_compiler, read_message, run
+from helpers import child, cmake_generator, read_message, require_cmake_project, run
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_WHEEL = REPO / "tools" / "build-wheel.sh"
@@ -265,12 +265,7 @@ def test_sdk_paths_point_into_the_venv(venv: Venv) -> None:
 def test_find_package_project_built_against_the_venv(
     venv: Venv, tmp_path: Path, pool_name: str
 ) -> None:
-    if not shutil.which("cmake"):
-        pytest.skip("cmake is not installed")
-    if find_compiler() is None:
-        pytest.skip("no C++ compiler (c++, g++, clang++ or $CXX) found")
-    if not (EXAMPLE / "CMakeLists.txt").is_file():
-        pytest.skip(f"{EXAMPLE} is not there (tests run outside a source checkout)")
+    require_cmake_project(EXAMPLE)
 
     cmake_dir = _in_venv(venv, "-m", "bips", "--cmake-dir").strip()
     build = tmp_path / "build"
