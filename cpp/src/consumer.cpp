@@ -34,7 +34,7 @@ class Attachment : public std::enable_shared_from_this<Attachment> {
 public:
     Attachment(std::shared_ptr<Segment> seg, std::uint32_t slot, bool latest)
         : m_seg(std::move(seg)), m_slot(slot), m_latest(latest),
-          m_instance(m_seg->header()->instance_id) {}
+          m_instance(m_seg->instance_id()) {}
 
     static std::shared_ptr<Attachment> attach(std::shared_ptr<Segment> seg, bool latest) {
         Segment &s = *seg;
@@ -43,12 +43,12 @@ public:
         try {
             // Before we hold a slot lock of our own, so that GETLK sees every other holder.
             s.sweep_dead_locked();
-            PoolHeader *h = s.header();
+            ControlHeader *h = s.ctl();
             std::uint64_t attached = h->attached.load(std::memory_order_seq_cst);
             for (std::uint32_t i = 0; i < s.params().max_consumers; ++i) {
                 if (attached & queued_bit(i))
                     continue;
-                if (!posix::ofd_try_lock(s.fd(), LOCK_SLOT_BASE + static_cast<off_t>(i)))
+                if (!posix::ofd_try_lock(s.ctl_fd(), LOCK_SLOT_BASE + static_cast<off_t>(i)))
                     continue;
                 s.clear_slot(i); // bits a racing publish may have left for a former owner
                 SlotDesc *sd = s.slot(i);
@@ -80,7 +80,7 @@ public:
             return; // the parent's slot: leave it to the parent
         // We still hold the slot lock, so nobody else touches this slot: no control lock needed.
         m_seg->clear_slot(m_slot);
-        posix::ofd_unlock(m_seg->fd(), LOCK_SLOT_BASE + static_cast<off_t>(m_slot));
+        posix::ofd_unlock(m_seg->ctl_fd(), LOCK_SLOT_BASE + static_cast<off_t>(m_slot));
         try {
             if (m_seg->header()->closed.load(std::memory_order_acquire) != 0 ||
                 !m_seg->producer_alive())
@@ -95,12 +95,12 @@ public:
         if (m_seg->inherited())
             return;
         m_stopped.store(true, std::memory_order_seq_cst);
-        PoolHeader *h = m_seg->header();
+        ControlHeader *h = m_seg->ctl();
         const std::uint64_t qb = queued_bit(m_slot);
         h->active.fetch_and(~qb, std::memory_order_seq_cst);
         h->sleepers.fetch_and(~qb, std::memory_order_seq_cst);
         for (std::uint32_t i = 0; i < m_seg->params().capacity; ++i)
-            m_seg->desc(i)->state.fetch_and(~qb, std::memory_order_seq_cst);
+            m_seg->state(i).fetch_and(~qb, std::memory_order_seq_cst);
         m_seg->wake_producer();
     }
 
@@ -112,7 +112,7 @@ public:
             // Fast path: the ring says which buffer carries the next seq; check, then take.
             const std::uint64_t next = m_next.load(std::memory_order_relaxed);
             const std::uint32_t i = m_seg->ring(next)->load(std::memory_order_relaxed);
-            if (i < cap && (m_seg->desc(i)->state.load(std::memory_order_acquire) & qb) &&
+            if (i < cap && (m_seg->state(i).load(std::memory_order_acquire) & qb) &&
                 m_seg->desc(i)->seq.load(std::memory_order_relaxed) == next && take(i)) {
                 if (m_seg->desc(i)->seq.load(std::memory_order_acquire) == next) {
                     fill(out, i);
@@ -130,14 +130,20 @@ public:
                 // One scan is not a snapshot: a frame published just before `best_seq` may sit in
                 // a buffer we looked at too early. Having seen best_seq, a second scan cannot
                 // miss it (the producer published it first), so scan until two scans agree.
+                // Bounded: a writer that keeps flipping bits must not trap us here.
                 std::uint32_t again = cap;
                 std::uint64_t again_seq = 0;
-                while (scan(again, again_seq) && (again != best || again_seq != best_seq)) {
+                bool agreed = false;
+                for (int k = 0; k < 64 && scan(again, again_seq); ++k) {
+                    if (again == best && again_seq == best_seq) {
+                        agreed = true;
+                        break;
+                    }
                     best = again;
                     best_seq = again_seq;
                 }
-                if (again == cap)
-                    continue; // what we saw was taken back meanwhile
+                if (!agreed)
+                    continue; // taken back meanwhile, or the state keeps changing
             }
             if (!take(best))
                 continue; // taken back by a drop_oldest producer meanwhile
@@ -157,7 +163,7 @@ public:
     bool any_queued() const noexcept {
         const std::uint64_t qb = queued_bit(m_slot);
         for (std::uint32_t i = 0; i < m_seg->params().capacity; ++i)
-            if (m_seg->desc(i)->state.load(std::memory_order_acquire) & qb)
+            if (m_seg->state(i).load(std::memory_order_acquire) & qb)
                 return true;
         return false;
     }
@@ -166,7 +172,7 @@ public:
         if (m_seg->inherited())
             return; // a frame the parent holds: the parent releases it
         std::uint64_t prev =
-            m_seg->desc(index)->state.fetch_and(~held_bit(m_slot), std::memory_order_seq_cst);
+            m_seg->state(index).fetch_and(~held_bit(m_slot), std::memory_order_seq_cst);
         std::uint64_t now = prev & ~held_bit(m_slot);
         bool freed = m_seg->params().policy == Policy::block ? now == 0 : held_mask(now) == 0;
         if (freed)
@@ -177,7 +183,7 @@ public:
     bool producer_gone(bool check_lock) {
         if (m_gone.load(std::memory_order_relaxed))
             return true;
-        if (m_seg->header()->closed.load(std::memory_order_acquire) != 0 ||
+        if (m_seg->lost() || m_seg->header()->closed.load(std::memory_order_acquire) != 0 ||
             (check_lock && !m_seg->producer_alive())) {
             m_gone.store(true, std::memory_order_relaxed);
             return true;
@@ -188,7 +194,7 @@ public:
     void counts(std::uint32_t &queued, std::uint32_t &held) const noexcept {
         queued = held = 0;
         for (std::uint32_t i = 0; i < m_seg->params().capacity; ++i) {
-            std::uint64_t st = m_seg->desc(i)->state.load(std::memory_order_relaxed);
+            std::uint64_t st = m_seg->state(i).load(std::memory_order_relaxed);
             queued += (st & queued_bit(m_slot)) != 0;
             held += (st & held_bit(m_slot)) != 0;
         }
@@ -197,13 +203,13 @@ public:
     /// Announces that a thread is about to sleep in receive() (sets the slot's sleepers bit).
     void sleeping() noexcept {
         m_sleeping.fetch_add(1, std::memory_order_seq_cst);
-        m_seg->header()->sleepers.fetch_or(queued_bit(m_slot), std::memory_order_seq_cst);
+        m_seg->ctl()->sleepers.fetch_or(queued_bit(m_slot), std::memory_order_seq_cst);
     }
     /// The thread woke up. The bit goes only with the last sleeper of this process, so that a
     /// thread waking late cannot hide a sibling that still sleeps from the producer.
     void awake() noexcept {
         if (m_sleeping.fetch_sub(1, std::memory_order_seq_cst) == 1)
-            m_seg->header()->sleepers.fetch_and(~queued_bit(m_slot), std::memory_order_seq_cst);
+            m_seg->ctl()->sleepers.fetch_and(~queued_bit(m_slot), std::memory_order_seq_cst);
     }
 
     Segment &segment() const noexcept { return *m_seg; }
@@ -217,7 +223,7 @@ private:
         const std::uint64_t qb = queued_bit(m_slot);
         best = cap;
         for (std::uint32_t i = 0; i < cap; ++i) {
-            if (!(m_seg->desc(i)->state.load(std::memory_order_acquire) & qb))
+            if (!(m_seg->state(i).load(std::memory_order_acquire) & qb))
                 continue;
             std::uint64_t s = m_seg->desc(i)->seq.load(std::memory_order_relaxed);
             if (best == cap || (m_latest ? s > best_seq : s < best_seq)) {
@@ -229,7 +235,7 @@ private:
     }
 
     bool take(std::uint32_t i) noexcept {
-        auto &state = m_seg->desc(i)->state;
+        auto &state = m_seg->state(i);
         const std::uint64_t qb = queued_bit(m_slot), hb = held_bit(m_slot);
         std::uint64_t st = state.load(std::memory_order_relaxed);
         while (st & qb)
@@ -239,7 +245,7 @@ private:
     }
 
     void put_back(std::uint32_t i) noexcept {
-        auto &state = m_seg->desc(i)->state;
+        auto &state = m_seg->state(i);
         const std::uint64_t qb = queued_bit(m_slot), hb = held_bit(m_slot);
         std::uint64_t st = state.load(std::memory_order_relaxed);
         while (!state.compare_exchange_weak(st, (st & ~hb) | qb, std::memory_order_seq_cst)) {
@@ -254,7 +260,7 @@ private:
     void skip_older_than(std::uint32_t keep, std::uint64_t keep_seq) noexcept {
         const std::uint64_t qb = queued_bit(m_slot);
         for (std::uint32_t i = 0; i < m_seg->params().capacity; ++i) {
-            if (i == keep || !(m_seg->desc(i)->state.load(std::memory_order_acquire) & qb))
+            if (i == keep || !(m_seg->state(i).load(std::memory_order_acquire) & qb))
                 continue;
             if (!take(i))
                 continue;
@@ -270,7 +276,7 @@ private:
 
     // Copies and validates the descriptor: the segment is never trusted.
     void fill(Frame &out, std::uint32_t i) {
-        const BufferDesc *d = m_seg->desc(i);
+        const FrameDesc *d = m_seg->desc(i);
         const Params &p = m_seg->params();
         out.release();
         out.m_att = shared_from_this();
@@ -281,20 +287,15 @@ private:
         out.m_timestamp_ns = d->timestamp_ns;
         out.m_nbytes = std::min<std::size_t>(d->nbytes, p.buffer_size);
         out.m_meta_len = static_cast<std::uint32_t>(std::min<std::size_t>(d->meta_len, p.meta_size));
+        // One copy of the format, validated as a whole; never read again from the segment.
         DType dt{d->dtype_code, d->dtype_bits};
-        std::uint32_t nd = d->ndim;
-        bool ok = dt.valid() && nd <= MAX_DIMS;
-        std::size_t n = ok ? dt.itemsize() : 0;
-        for (std::uint32_t k = 0; ok && k < nd; ++k) {
-            std::int64_t v = d->shape[k];
-            if (v < 0 || (v > 0 && n > p.buffer_size / static_cast<std::size_t>(v))) {
-                ok = false;
-                break;
-            }
-            out.m_dims[k] = v;
-            n *= static_cast<std::size_t>(v);
-        }
-        if (ok && nd > 0) {
+        const std::uint32_t nd = d->ndim;
+        std::int64_t dims[MAX_DIMS] = {};
+        const bool ok = nd <= MAX_DIMS;
+        if (ok)
+            std::copy(d->shape, d->shape + nd, dims);
+        if (ok && nd > 0 && frame_bytes(dims, nd, dt, p.buffer_size)) {
+            std::copy(dims, dims + MAX_DIMS, out.m_dims);
             out.m_ndim = nd;
             out.m_dtype = dt;
         } else {
@@ -394,10 +395,10 @@ struct Consumer::State {
     // skips the segment we are leaving.
     std::shared_ptr<detail::Attachment> connect_once(std::uint64_t old_instance, bool &seen_dead,
                                                      detail::OpenStatus &status) {
-        auto seg = detail::Segment::open(name, detail::Access::consumer, &status);
+        auto seg = detail::Segment::open(name, detail::Access::consumer, &status, options.owner);
         if (!seg)
             return nullptr;
-        if (seg->header()->instance_id == old_instance ||
+        if (seg->instance_id() == old_instance ||
             seg->header()->closed.load(std::memory_order_acquire) != 0 || !seg->producer_alive()) {
             seen_dead = true;
             seg->unlink_if_abandoned(); // nothing stale piles up; a live user keeps it
@@ -517,9 +518,11 @@ bool Consumer::State::next(Clock::time_point deadline, bool wait, Frame *out) {
         if (check)
             st.last_check_ns.store(now_ns, std::memory_order_relaxed);
         if (att->producer_gone(check)) {
-            if (got())
+            const bool lost = att->segment().lost(); // truncated: nothing left worth draining
+            if (!lost && got())
                 return true; // drain what was published before the end
             if (!st.options.reconnect) {
+                att->segment().check_not_lost();
                 if (!out)
                     return true; // receive() would end the stream at once
                 throw ProducerGone("the producer of pool '" + st.name + "' is gone");
@@ -554,15 +557,15 @@ bool Consumer::State::next(Clock::time_point deadline, bool wait, Frame *out) {
         auto now = Clock::now();
         if (!wait || now >= deadline)
             return false;
-        detail::PoolHeader *h = att->segment().header();
-        std::uint32_t seen = h->publish_futex.load(std::memory_order_seq_cst);
+        detail::ControlHeader *c = att->segment().ctl();
+        std::uint32_t seen = c->publish_futex.load(std::memory_order_seq_cst);
         att->sleeping();
         if (got()) {
             att->awake();
             return true;
         }
-        if (h->closed.load(std::memory_order_seq_cst) == 0 && !st.closed)
-            posix::futex_wait(&h->publish_futex, seen, std::min<Duration>(deadline - now, detail::MAX_SLEEP));
+        if (att->segment().header()->closed.load(std::memory_order_seq_cst) == 0 && !st.closed)
+            posix::futex_wait(&c->publish_futex, seen, std::min<Duration>(deadline - now, detail::MAX_SLEEP));
         att->awake();
         if (st.closed)
             throw InvalidArgument("consumer of pool '" + st.name + "' was closed");

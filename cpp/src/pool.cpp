@@ -30,9 +30,13 @@ PoolInfo describe(const detail::Segment &seg) {
     info.max_consumers = p.max_consumers;
     info.free = seg.count_free();
     info.published = h->published.load(std::memory_order_relaxed);
+    const detail::ControlHeader *c = seg.ctl();
     info.dropped = h->dropped.load(std::memory_order_relaxed);
     info.last_publish_ns = h->last_publish_ns.load(std::memory_order_relaxed);
-    if (info.last_publish_ns != 0 && posix::monotonic_ns() - info.last_publish_ns <= 2'000'000'000)
+    // A copied value, compared without arithmetic that a hostile value could overflow.
+    const std::int64_t now_ns = posix::monotonic_ns();
+    if (info.last_publish_ns > 0 && info.last_publish_ns <= now_ns &&
+        info.last_publish_ns >= now_ns - 2'000'000'000)
         info.fps = static_cast<double>(h->rate_mfps.load(std::memory_order_relaxed)) / 1000.0;
     info.acquire_waits = h->acquire_waits.load(std::memory_order_relaxed);
     info.acquire_wait_ns = h->acquire_wait_ns.load(std::memory_order_relaxed);
@@ -41,7 +45,7 @@ PoolInfo describe(const detail::Segment &seg) {
     info.producer_pid = h->producer_pid;
     info.created_ns = static_cast<std::uint64_t>(h->created_ns);
     info.file_size = p.layout.file_size;
-    std::uint64_t attached = h->attached.load(std::memory_order_acquire);
+    std::uint64_t attached = c->attached.load(std::memory_order_acquire);
     for (std::uint32_t s = 0; s < p.max_consumers; ++s) {
         bool alive = seg.slot_alive(s);
         if (!alive && !(attached & detail::queued_bit(s)))
@@ -59,7 +63,7 @@ PoolInfo describe(const detail::Segment &seg) {
         si.last_seq = static_cast<std::int64_t>(sd->last_seq_plus1.load(std::memory_order_relaxed)) - 1;
         si.last_receive_ns = sd->last_receive_ns.load(std::memory_order_relaxed);
         for (std::uint32_t i = 0; i < p.capacity; ++i) {
-            std::uint64_t st = seg.desc(i)->state.load(std::memory_order_relaxed);
+            std::uint64_t st = seg.state(i).load(std::memory_order_relaxed);
             si.queued += (st & detail::queued_bit(s)) != 0;
             si.held += (st & detail::held_bit(s)) != 0;
         }

@@ -22,9 +22,12 @@ ProducerCore::ProducerCore(const std::string &name, const PoolOptions &options)
     auto cap = m_seg->params().capacity;
     m_owned.reset(new std::atomic<std::uint8_t>[cap]);
     m_pins.reset(new std::atomic<std::uint32_t>[cap]);
+    m_format.reset(new Format[cap]);
+    m_seq.reset(new std::atomic<std::uint64_t>[cap]);
     for (std::uint32_t i = 0; i < cap; ++i) {
         m_owned[i].store(0, std::memory_order_relaxed);
         m_pins[i].store(0, std::memory_order_relaxed);
+        m_seq[i].store(0, std::memory_order_relaxed);
     }
     m_last_sweep_ns.store(posix::monotonic_ns(), std::memory_order_relaxed);
 }
@@ -40,14 +43,14 @@ bool ProducerCore::claim_free(std::uint32_t &index) noexcept {
         const std::uint32_t i = (start + k) % cap;
         if (m_owned[i].load(std::memory_order_relaxed) != 0 ||
             m_pins[i].load(std::memory_order_relaxed) != 0 ||
-            m_seg->desc(i)->state.load(std::memory_order_seq_cst) != 0)
+            m_seg->state(i).load(std::memory_order_seq_cst) != 0)
             continue;
         if (m_owned[i].exchange(1, std::memory_order_acq_rel) != 0)
             continue;
         // Re-check under our claim: a pin cannot appear on an unowned buffer, the state can
         // only have gone to 0 in between.
         if (m_pins[i].load(std::memory_order_acquire) == 0 &&
-            m_seg->desc(i)->state.load(std::memory_order_acquire) == 0) {
+            m_seg->state(i).load(std::memory_order_acquire) == 0) {
             index = i;
             m_cursor.store((i + 1) % cap, std::memory_order_relaxed);
             return true;
@@ -59,6 +62,7 @@ bool ProducerCore::claim_free(std::uint32_t &index) noexcept {
 
 bool ProducerCore::reclaim_oldest(std::uint32_t &index) noexcept {
     const auto cap = params().capacity;
+    const std::uint64_t valid = m_seg->valid_slots(); // a stray held bit holds nothing back
     for (int attempt = 0; attempt < 4; ++attempt) {
         std::uint32_t best = cap;
         std::uint64_t best_seq = UINT64_MAX;
@@ -66,10 +70,10 @@ bool ProducerCore::reclaim_oldest(std::uint32_t &index) noexcept {
             if (m_owned[i].load(std::memory_order_relaxed) != 0 ||
                 m_pins[i].load(std::memory_order_relaxed) != 0)
                 continue;
-            std::uint64_t st = m_seg->desc(i)->state.load(std::memory_order_acquire);
-            if (held_mask(st) != 0)
+            std::uint64_t st = m_seg->state(i).load(std::memory_order_acquire);
+            if (held_mask(st & valid) != 0)
                 continue;
-            std::uint64_t s = m_seg->desc(i)->seq.load(std::memory_order_relaxed);
+            std::uint64_t s = m_seq[i].load(std::memory_order_relaxed);
             if (s < best_seq) {
                 best_seq = s;
                 best = i;
@@ -79,16 +83,17 @@ bool ProducerCore::reclaim_oldest(std::uint32_t &index) noexcept {
             return false;
         if (m_owned[best].exchange(1, std::memory_order_acq_rel) != 0)
             continue;
-        auto &state = m_seg->desc(best)->state;
+        auto &state = m_seg->state(best);
         std::uint64_t st = state.load(std::memory_order_acquire);
-        while (held_mask(st) == 0 && m_pins[best].load(std::memory_order_acquire) == 0) {
+        while (held_mask(st & valid) == 0 && m_pins[best].load(std::memory_order_acquire) == 0) {
             if (state.compare_exchange_weak(st, 0, std::memory_order_seq_cst)) {
                 std::uint32_t q = queued_mask(st);
                 if (q != 0) {
                     for (std::uint32_t s = 0; s < params().max_consumers; ++s)
                         if (q & (1u << s))
                             m_seg->slot(s)->dropped.fetch_add(1, std::memory_order_relaxed);
-                    m_seg->header()->dropped.fetch_add(1, std::memory_order_relaxed);
+                    const auto dropped = m_dropped.fetch_add(1, std::memory_order_relaxed) + 1;
+                    m_seg->header()->dropped.store(dropped, std::memory_order_relaxed);
                 }
                 index = best;
                 return true;
@@ -113,26 +118,21 @@ std::int32_t ProducerCore::wake_batch() const noexcept {
     const auto cap = params().capacity;
     std::int32_t coming = 0;
     for (std::uint32_t i = 0; i < cap; ++i) {
-        std::uint64_t st = m_seg->desc(i)->state.load(std::memory_order_relaxed);
+        std::uint64_t st = m_seg->state(i).load(std::memory_order_relaxed);
         coming += st != 0 && held_mask(st) == 0;
     }
     return std::max<std::int32_t>(1, std::min<std::int32_t>(coming, static_cast<std::int32_t>(cap / 2)));
 }
 
 Buffer ProducerCore::make_buffer(std::uint32_t index) {
-    BufferDesc *d = m_seg->desc(index);
     const Params &p = params();
-    // Every acquisition starts from the pool's default format.
-    d->ndim = p.ndim;
-    d->dtype_code = p.dtype.code;
-    d->dtype_bits = p.dtype.bits;
-    std::size_t n = p.dtype.itemsize();
-    for (std::uint32_t k = 0; k < p.ndim; ++k) {
-        d->shape[k] = p.shape[k];
-        n *= static_cast<std::size_t>(p.shape[k]);
-    }
-    d->nbytes = p.ndim ? n : p.buffer_size;
-    d->meta_len = 0;
+    // Every acquisition starts from the pool's default format (validated at creation).
+    Format &f = m_format[index];
+    f.ndim = p.ndim;
+    f.dtype = p.dtype;
+    std::copy(p.shape, p.shape + MAX_DIMS, f.shape);
+    f.nbytes = p.ndim ? frame_bytes(p.shape, p.ndim, p.dtype, p.buffer_size).value_or(0)
+                      : p.buffer_size;
     Buffer b;
     b.m_core = shared_from_this();
     b.m_index = index;
@@ -144,7 +144,8 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
     m_seg->check_not_inherited();
     if (closed())
         throw InvalidArgument("producer of pool '" + m_seg->name() + "' is closed");
-    PoolHeader *h = m_seg->header();
+    m_seg->check_not_lost();
+    ControlHeader *c = m_seg->ctl();
     const bool drop = params().policy == Policy::drop_oldest;
     std::uint32_t idx = 0;
     const std::int64_t start_ns = posix::monotonic_ns();
@@ -152,18 +153,22 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
     maybe_sweep(now_ns, false, wait);
     // Counted once per call that had to wait, whatever its outcome.
     struct WaitStats {
-        PoolHeader *h;
+        ProducerCore *core;
         std::int64_t start_ns;
         bool waited = false;
         ~WaitStats() {
             if (!waited)
                 return;
-            h->acquire_waits.fetch_add(1, std::memory_order_relaxed);
-            h->acquire_wait_ns.fetch_add(
-                static_cast<std::uint64_t>(std::max<std::int64_t>(0, posix::monotonic_ns() - start_ns)),
+            PoolHeader *h = core->m_seg->header();
+            h->acquire_waits.store(core->m_acquire_waits.fetch_add(1, std::memory_order_relaxed) + 1,
+                                   std::memory_order_relaxed);
+            const auto ns =
+                static_cast<std::uint64_t>(std::max<std::int64_t>(0, posix::monotonic_ns() - start_ns));
+            h->acquire_wait_ns.store(
+                core->m_acquire_wait_ns.fetch_add(ns, std::memory_order_relaxed) + ns,
                 std::memory_order_relaxed);
         }
-    } wait_stats{h, start_ns};
+    } wait_stats{this, start_ns};
     for (;;) {
         if (claim_free(idx) || (drop && reclaim_oldest(idx)))
             return make_buffer(idx);
@@ -175,19 +180,20 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
         auto now = Clock::now();
         if (now >= deadline)
             return std::nullopt;
-        std::uint32_t seen = h->free_futex.load(std::memory_order_seq_cst);
+        m_seg->check_not_lost();
+        std::uint32_t seen = c->free_futex.load(std::memory_order_seq_cst);
         // Ask to be woken after several frees when several buffers are on their way back (only
         // queued, not held): consumers then wake us once per batch, not once per frame. The
         // slice bound below keeps this from ever stalling us for long.
-        h->free_credit.store(wake_batch(), std::memory_order_seq_cst);
-        h->producer_sleeping.fetch_add(1, std::memory_order_seq_cst);
+        c->free_credit.store(wake_batch(), std::memory_order_seq_cst);
+        c->producer_sleeping.fetch_add(1, std::memory_order_seq_cst);
         if (claim_free(idx) || (drop && reclaim_oldest(idx))) {
-            h->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
+            c->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
             return make_buffer(idx);
         }
         auto slice = std::min<Duration>(deadline - now, MAX_SLEEP);
-        posix::futex_wait(&h->free_futex, seen, slice);
-        h->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
+        posix::futex_wait(&c->free_futex, seen, slice);
+        c->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
         if (closed())
             throw InvalidArgument("producer of pool '" + m_seg->name() + "' is closed");
     }
@@ -206,55 +212,70 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
     if (meta_len > p.meta_size)
         throw InvalidArgument("meta is " + std::to_string(meta_len) + " bytes; the pool allows " +
                               std::to_string(p.meta_size) + " (meta_size)");
+    m_seg->check_not_lost();
     const std::uint32_t idx = buf.m_index;
-    BufferDesc *d = m_seg->desc(idx);
-    if (meta_len) {
+    FrameDesc *d = m_seg->desc(idx);
+    if (meta_len)
         std::memmove(m_seg->meta(idx), meta, meta_len); // meta may point into the area itself
-        d->meta_len = static_cast<std::uint32_t>(meta_len);
-    }
+    // The descriptor is written from this process's own copy of the format.
+    const Format &f = m_format[idx];
+    d->meta_len = static_cast<std::uint32_t>(meta_len);
+    d->ndim = f.ndim;
+    d->dtype_code = f.dtype.code;
+    d->dtype_bits = f.dtype.bits;
+    std::copy(f.shape, f.shape + MAX_DIMS, d->shape);
+    d->nbytes = f.nbytes;
     const std::int64_t now_ns = posix::monotonic_ns();
     d->timestamp_ns = timestamp_ns >= 0 ? timestamp_ns : now_ns;
     // Threads publishing at once must make frames visible in seq order: consumers rely on it.
     std::lock_guard<std::mutex> order(m_publish_mutex);
     const std::uint64_t seq = m_next_seq.fetch_add(1, std::memory_order_relaxed);
     d->seq.store(seq, std::memory_order_relaxed);
+    m_seq[idx].store(seq, std::memory_order_relaxed);
     m_seg->ring(seq)->store(idx, std::memory_order_relaxed);
 
-    PoolHeader *h = m_seg->header();
-    const std::uint64_t mask = queued_mask(h->active.load(std::memory_order_seq_cst));
+    ControlHeader *c = m_seg->ctl();
+    // Only slots that can exist: a stray bit from a crashed or hostile writer must not make a
+    // buffer wait for a consumer that is not there.
+    const std::uint64_t valid = queued_mask(m_seg->valid_slots());
+    const std::uint64_t mask = queued_mask(c->active.load(std::memory_order_seq_cst)) & valid;
     std::uint64_t delivered = mask;
+    auto &state = m_seg->state(idx);
     if (mask != 0) {
-        d->state.store(mask, std::memory_order_seq_cst);
+        state.store(mask, std::memory_order_seq_cst);
         // A consumer that detached between the two loads may already have swept this buffer;
         // clear its bit ourselves so it is not left queued for nobody.
-        const std::uint64_t gone = mask & ~queued_mask(h->active.load(std::memory_order_seq_cst));
+        const std::uint64_t gone = mask & ~queued_mask(c->active.load(std::memory_order_seq_cst));
         if (gone != 0)
-            delivered = d->state.fetch_and(~gone, std::memory_order_seq_cst) & ~gone;
+            delivered = state.fetch_and(~gone, std::memory_order_seq_cst) & ~gone;
     }
     buf.m_core.reset();
     buf.m_data = nullptr;
     m_owned[idx].store(0, std::memory_order_release);
     if (delivered == 0)
         m_seg->wake_producer(); // free again at once: another thread may wait in acquire()
-    const std::uint64_t published = h->published.fetch_add(1, std::memory_order_relaxed) + 1;
+    const std::uint64_t published = m_published.fetch_add(1, std::memory_order_relaxed) + 1;
+    m_seg->header()->published.store(published, std::memory_order_relaxed);
     note_publish(now_ns, published);
     // Wake only slots that announced they sleep: a full queue costs no syscall. The waker
     // clears their bits, so a sleeper gets one wake-up however many frames come before it runs.
-    const std::uint64_t asleep = h->sleepers.load(std::memory_order_seq_cst) & mask;
-    if (asleep != 0 && (h->sleepers.fetch_and(~asleep, std::memory_order_seq_cst) & asleep) != 0)
+    const std::uint64_t asleep = c->sleepers.load(std::memory_order_seq_cst) & mask;
+    if (asleep != 0 && (c->sleepers.fetch_and(~asleep, std::memory_order_seq_cst) & asleep) != 0)
         m_seg->wake_consumers();
 }
 
 // Keeps what `bips list`/`top` show: last publish time and the rate over the last full second.
 // Called under the publish mutex, so one thread at a time updates the window.
+// The window lives in this process; the segment only receives the result.
 void ProducerCore::note_publish(std::int64_t now_ns, std::uint64_t published) noexcept {
     PoolHeader *h = m_seg->header();
     h->last_publish_ns.store(now_ns, std::memory_order_relaxed);
-    const std::int64_t start = h->rate_start_ns.load(std::memory_order_relaxed);
+    const std::int64_t start = m_rate_start_ns;
     if (start != 0 && now_ns - start < 1'000'000'000)
         return;
-    const std::uint64_t before = h->rate_start_count.exchange(published, std::memory_order_relaxed);
-    h->rate_start_ns.store(now_ns, std::memory_order_relaxed);
+    const std::uint64_t before = m_rate_start_count;
+    m_rate_start_count = published;
+    m_rate_start_ns = now_ns;
     if (start != 0 && now_ns > start)
         h->rate_mfps.store((published - before) * 1'000'000'000'000ull /
                                static_cast<std::uint64_t>(now_ns - start),
@@ -277,31 +298,30 @@ void ProducerCore::close() noexcept {
         return;
     if (m_seg->inherited())
         return; // the parent's producer: closing it is the parent's business
-    PoolHeader *h = m_seg->header();
-    h->closed.store(1, std::memory_order_seq_cst);
+    m_seg->header()->closed.store(1, std::memory_order_seq_cst);
     m_seg->wake_consumers();
-    h->free_futex.fetch_add(1, std::memory_order_seq_cst); // wake our own threads in acquire()
-    posix::futex_wake(&h->free_futex, INT_MAX);
+    ControlHeader *c = m_seg->ctl();
+    c->free_futex.fetch_add(1, std::memory_order_seq_cst); // wake our own threads in acquire()
+    posix::futex_wake(&c->free_futex, INT_MAX);
     m_seg->unlink_if_mine();
     posix::ofd_unlock(m_seg->fd(), LOCK_PRODUCER);
 }
 
 ProducerStats ProducerCore::stats() const {
     ProducerStats s;
-    const PoolHeader *h = m_seg->header();
-    s.published = h->published.load(std::memory_order_relaxed);
-    s.dropped = h->dropped.load(std::memory_order_relaxed);
+    s.published = m_published.load(std::memory_order_relaxed);
+    s.dropped = m_dropped.load(std::memory_order_relaxed);
     s.capacity = params().capacity;
     std::uint32_t free = 0;
     for (std::uint32_t i = 0; i < s.capacity; ++i)
         free += !owns(i) && m_pins[i].load(std::memory_order_relaxed) == 0 &&
-                m_seg->desc(i)->state.load(std::memory_order_acquire) == 0;
+                m_seg->state(i).load(std::memory_order_acquire) == 0;
     s.free = free;
     s.in_flight = s.capacity - free;
-    std::uint64_t active = h->active.load(std::memory_order_acquire);
+    std::uint64_t active = m_seg->ctl()->active.load(std::memory_order_acquire) & m_seg->valid_slots();
     s.consumers = static_cast<std::uint32_t>(__builtin_popcountll(queued_mask(active)));
-    s.acquire_waits = h->acquire_waits.load(std::memory_order_relaxed);
-    s.acquire_wait_ns = h->acquire_wait_ns.load(std::memory_order_relaxed);
+    s.acquire_waits = m_acquire_waits.load(std::memory_order_relaxed);
+    s.acquire_wait_ns = m_acquire_wait_ns.load(std::memory_order_relaxed);
     return s;
 }
 
@@ -359,28 +379,18 @@ void Buffer::give_back() noexcept {
 
 std::size_t Buffer::capacity() const noexcept { return m_core ? m_core->params().buffer_size : 0; }
 
-// The descriptor lies in the control area, which consumers can write: never trust it here
-// either (PyBuffer also re-validates the whole format before it makes a view).
-std::size_t Buffer::ndim() const noexcept {
-    return m_core ? std::min<std::size_t>(m_core->segment().desc(m_index)->ndim, MAX_DIMS) : 0;
-}
+// The format lives in the producer's own memory: nothing a consumer writes can change it.
+std::size_t Buffer::ndim() const noexcept { return m_core ? m_core->format(m_index).ndim : 0; }
 
 const std::int64_t *Buffer::dims() const noexcept {
-    return m_core ? m_core->segment().desc(m_index)->shape : nullptr;
+    return m_core ? m_core->format(m_index).shape : nullptr;
 }
 
 Shape Buffer::shape() const { return Shape(dims(), dims() + ndim()); }
 
-DType Buffer::dtype() const noexcept {
-    if (!m_core)
-        return {};
-    const auto *d = m_core->segment().desc(m_index);
-    return DType{d->dtype_code, d->dtype_bits};
-}
+DType Buffer::dtype() const noexcept { return m_core ? m_core->format(m_index).dtype : DType{}; }
 
-std::size_t Buffer::nbytes() const noexcept {
-    return m_core ? m_core->segment().desc(m_index)->nbytes : 0;
-}
+std::size_t Buffer::nbytes() const noexcept { return m_core ? m_core->format(m_index).nbytes : 0; }
 
 void Buffer::set_format(const Shape &shape, DType dtype) {
     set_format(shape.data(), shape.size(), dtype);
@@ -395,25 +405,19 @@ void Buffer::set_format(const std::int64_t *dims, std::size_t ndim, DType dtype)
         throw InvalidArgument("shape has " + std::to_string(ndim) + " dimensions; at most " +
                               std::to_string(MAX_DIMS));
     const std::size_t cap = capacity();
-    std::size_t n = dtype.itemsize();
-    for (std::size_t k = 0; k < ndim; ++k) {
+    for (std::size_t k = 0; k < ndim; ++k)
         if (dims[k] < 0)
             throw InvalidArgument("shape dimensions must be >= 0");
-        if (dims[k] > 0 && n > cap / static_cast<std::size_t>(dims[k]) + 1)
-            n = cap + 1;
-        else
-            n *= static_cast<std::size_t>(dims[k]);
-    }
-    if (n > cap)
+    const auto n = frame_bytes(dims, ndim, dtype, cap);
+    if (!n)
         throw InvalidArgument("a frame of that shape and dtype needs more than the " +
                               std::to_string(cap) + " bytes of a buffer");
-    auto *d = m_core->segment().desc(m_index);
-    d->ndim = static_cast<std::uint32_t>(ndim);
-    for (std::size_t k = 0; k < ndim; ++k)
-        d->shape[k] = dims[k];
-    d->dtype_code = dtype.code;
-    d->dtype_bits = dtype.bits;
-    d->nbytes = ndim ? n : cap;
+    auto &f = m_core->format(m_index);
+    f.ndim = static_cast<std::uint32_t>(ndim);
+    std::fill(f.shape, f.shape + MAX_DIMS, 0);
+    std::copy(dims, dims + ndim, f.shape);
+    f.dtype = dtype;
+    f.nbytes = ndim ? *n : cap;
 }
 
 void Buffer::set_nbytes(std::size_t nbytes) {
@@ -422,12 +426,12 @@ void Buffer::set_nbytes(std::size_t nbytes) {
     if (nbytes > capacity())
         throw InvalidArgument("nbytes " + std::to_string(nbytes) + " exceeds the buffer size " +
                               std::to_string(capacity()));
-    auto *d = m_core->segment().desc(m_index);
-    d->nbytes = nbytes;
-    d->ndim = 1; // a variable-size payload is a flat byte frame
-    d->shape[0] = static_cast<std::int64_t>(nbytes);
-    d->dtype_code = UINT8.code;
-    d->dtype_bits = UINT8.bits;
+    auto &f = m_core->format(m_index);
+    f.nbytes = nbytes;
+    f.ndim = 1; // a variable-size payload is a flat byte frame
+    std::fill(f.shape, f.shape + MAX_DIMS, 0);
+    f.shape[0] = static_cast<std::int64_t>(nbytes);
+    f.dtype = UINT8;
 }
 
 std::byte *Buffer::meta() const noexcept {

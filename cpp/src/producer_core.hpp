@@ -30,6 +30,17 @@ public:
         return m_owned[index].load(std::memory_order_acquire) != 0;
     }
 
+    /// The format of acquired buffer `index`, kept in this process: the descriptor in the pool
+    /// file is only ever written from it, never read back.
+    struct Format {
+        std::uint32_t ndim = 0;
+        std::int64_t shape[MAX_DIMS] = {};
+        DType dtype;
+        std::size_t nbytes = 0;
+    };
+    Format &format(std::uint32_t index) noexcept { return m_format[index]; }
+    const Format &format(std::uint32_t index) const noexcept { return m_format[index]; }
+
     Segment &segment() noexcept { return *m_seg; }
     const Segment &segment() const noexcept { return *m_seg; }
     const Params &params() const noexcept { return m_seg->params(); }
@@ -45,7 +56,15 @@ private:
     std::shared_ptr<Segment> m_seg;
     std::unique_ptr<std::atomic<std::uint8_t>[]> m_owned;  // acquired by this producer
     std::unique_ptr<std::atomic<std::uint32_t>[]> m_pins;  // outside references (see BufferPin)
+    std::unique_ptr<Format[]> m_format;                    // owned by whoever acquired the buffer
+    std::unique_ptr<std::atomic<std::uint64_t>[]> m_seq;   // seq each buffer was last published with
     std::atomic<std::uint64_t> m_next_seq{0};
+    std::atomic<std::uint64_t> m_published{0};
+    std::atomic<std::uint64_t> m_dropped{0};
+    std::atomic<std::uint64_t> m_acquire_waits{0};
+    std::atomic<std::uint64_t> m_acquire_wait_ns{0};
+    std::int64_t m_rate_start_ns = 0;      // under m_publish_mutex
+    std::uint64_t m_rate_start_count = 0;  // under m_publish_mutex
     std::atomic<std::uint32_t> m_cursor{0}; // where claim_free() starts looking
     std::atomic<std::int64_t> m_last_sweep_ns{0};
     std::atomic<bool> m_closed{false};

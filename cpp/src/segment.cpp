@@ -42,14 +42,13 @@ Params make_params(const PoolOptions &o) {
         throw InvalidArgument("unknown policy");
     if ((o.mode & ~mode_t{0777}) != 0 || (o.mode & 0600) != 0600)
         throw InvalidArgument("mode must be a permission mode that includes 0600 (e.g. 0600, 0660, 0666)");
-    std::size_t need = o.dtype.itemsize();
-    for (auto d : o.shape) {
+    for (auto d : o.shape)
         if (d < 0)
             throw InvalidArgument("shape dimensions must be >= 0");
-        if (d > 0 && need > MAX_BUFFER_SIZE / static_cast<std::size_t>(d))
-            throw InvalidArgument("shape is too large");
-        need *= static_cast<std::size_t>(d);
-    }
+    const auto fits = frame_bytes(o.shape.data(), o.shape.size(), o.dtype, MAX_BUFFER_SIZE);
+    if (!fits)
+        throw InvalidArgument("shape is too large");
+    const std::size_t need = *fits;
     std::size_t size = o.buffer_size;
     if (size == 0) {
         if (o.shape.empty())
@@ -81,6 +80,17 @@ Params make_params(const PoolOptions &o) {
                       why);
 }
 
+std::string uid_text(uid_t uid) { return "uid " + std::to_string(uid); }
+
+// Another user's file under our name: in sticky /dev/shm only its owner (or root) may remove it.
+[[noreturn]] void squatted(const std::string &name, const std::string &path, const struct stat &st) {
+    throw std::system_error(EPERM, std::generic_category(),
+                            "pool '" + name + "': " + path + " belongs to " + uid_text(st.st_uid) +
+                                ", and /dev/shm lets only its owner remove it; as that user or "
+                                "root run `bips clean " + name + "` (or rm " + path +
+                                "), or pick another pool name");
+}
+
 // Validates an initialised header against the file it came from and returns Params.
 Params validate_header(const std::string &name, const PoolHeader &h, std::size_t file_size) {
     Params p;
@@ -103,12 +113,8 @@ Params validate_header(const std::string &name, const PoolHeader &h, std::size_t
     DType dt{h.dtype_code, h.dtype_bits};
     if (!dt.valid())
         corrupt(name, "invalid dtype");
-    std::size_t need = dt.itemsize();
-    for (std::uint32_t i = 0; i < h.ndim; ++i) {
-        if (h.shape[i] < 0 || (h.shape[i] > 0 && need > h.buffer_size / static_cast<std::size_t>(h.shape[i])))
-            corrupt(name, "default shape does not fit the buffers");
-        need *= static_cast<std::size_t>(h.shape[i]);
-    }
+    if (!frame_bytes(h.shape, h.ndim, dt, h.buffer_size))
+        corrupt(name, "default shape does not fit the buffers");
     std::size_t page = h.page_size;
     if (page < 4096 || page > (std::size_t{1} << 30) || (page & (page - 1)) != 0 ||
         page % posix::page_size() != 0)
@@ -117,7 +123,7 @@ Params validate_header(const std::string &name, const PoolHeader &h, std::size_t
                                std::to_string(posix::page_size()));
     Layout l = compute_layout(h.capacity, h.max_consumers, h.buffer_size, h.meta_size, page);
     if (h.control_size != l.control_size || h.desc_offset != l.desc_offset ||
-        h.slot_offset != l.slot_offset || h.meta_offset != l.meta_offset ||
+        h.slot_offset != l.slot_offset || h.ctl_size != l.ctl_size || h.meta_offset != l.meta_offset ||
         h.meta_stride != l.meta_stride || h.data_offset != l.data_offset ||
         h.buffer_stride != l.buffer_stride || h.file_size != l.file_size)
         corrupt(name, "section offsets do not match its parameters");
@@ -148,7 +154,16 @@ bool name_refers_to(const std::string &shm, const struct stat &st) {
     return again && same_file(posix::fstat_file(again.get(), shm), st);
 }
 
-// Reads the first bytes of a file without mapping it.
+// Unlinks `shm` if it still names the file `st` describes. Best effort.
+void unlink_if_same(const std::string &shm, const struct stat &st) noexcept {
+    try {
+        if (name_refers_to(shm, st))
+            ::shm_unlink(shm.c_str());
+    } catch (...) {
+    }
+}
+
+// Reads bytes of a file without mapping it.
 bool read_exact(int fd, void *out, std::size_t n, off_t off) {
     auto r = posix::retry_eintr([&] { return ::pread(fd, out, n, off); });
     return r == static_cast<ssize_t>(n);
@@ -158,7 +173,7 @@ enum class FileKind { empty, zeroed, bips, foreign };
 
 // What a file under a pool name is, from its first bytes. `zeroed` (sized, header still all
 // zero) is what a creator killed before writing the header leaves behind.
-FileKind classify(int fd, const struct stat &st) {
+FileKind classify(int fd, const struct stat &st, const char (&magic)[8]) {
     if (!S_ISREG(st.st_mode))
         return FileKind::foreign;
     const auto size = static_cast<std::size_t>(st.st_size);
@@ -168,7 +183,7 @@ FileKind classify(int fd, const struct stat &st) {
     std::size_t n = std::min(size, sizeof(head));
     if (!read_exact(fd, head, n, 0))
         return FileKind::foreign;
-    if (n >= sizeof(MAGIC) && std::memcmp(head, MAGIC, sizeof(MAGIC)) == 0)
+    if (n >= sizeof(magic) && std::memcmp(head, magic, sizeof(magic)) == 0)
         return FileKind::bips;
     for (std::size_t i = 0; i < n; ++i)
         if (head[i] != 0)
@@ -176,27 +191,34 @@ FileKind classify(int fd, const struct stat &st) {
     return FileKind::zeroed;
 }
 
-// Unlinks `shm` if `fd` is a bips file (or the remains of one) that no process uses, holding
-// its producer lock meanwhile so that no producer can start on it. True if removed.
-bool unlink_if_unused(int fd, const std::string &shm) {
+// Unlinks pool `name` (both files) if its pool file `fd` is a bips file, or the remains of
+// one, that no process uses. Holds a read lock on the producer byte meanwhile, so that no
+// producer can start on it (a read lock needs only read access). True if removed.
+bool unlink_if_unused(int fd, const std::string &name) {
+    const std::string shm = shm_name_for(name), ctl_shm = ctl_shm_name_for(name);
     bool removed = false;
     try {
-        if (!posix::ofd_try_lock(fd, LOCK_PRODUCER))
-            return false; // a producer lives (or another cleaner is at work)
+        if (!posix::ofd_try_lock(fd, LOCK_PRODUCER, true))
+            return false; // a producer lives (or is being created)
     } catch (...) {
         return false;
     }
     try {
         struct stat st = posix::fstat_file(fd, shm);
-        bool ours = classify(fd, st) != FileKind::foreign;
-        bool anyone = false;
-        for (std::uint32_t s = 0; ours && s < MAX_CONSUMERS && !anyone; ++s)
-            anyone = posix::ofd_is_locked(fd, LOCK_SLOT_BASE + static_cast<off_t>(s));
-        if (ours && !anyone) {
-            if (name_refers_to(shm, st)) {
-                ::shm_unlink(shm.c_str());
-                removed = true;
-            }
+        bool anyone = classify(fd, st, MAGIC) == FileKind::foreign;
+        // Consumers hold their slot locks on the control file.
+        posix::File ctl = posix::shm_open_file(ctl_shm, O_RDONLY, 0, ENOENT, EACCES);
+        struct stat ctl_st{};
+        if (ctl) {
+            ctl_st = posix::fstat_file(ctl.get(), ctl_shm);
+            for (std::uint32_t s = 0; s < MAX_CONSUMERS && !anyone; ++s)
+                anyone = posix::ofd_is_locked(ctl.get(), LOCK_SLOT_BASE + static_cast<off_t>(s));
+        }
+        if (!anyone && name_refers_to(shm, st)) {
+            // The pool file first: without it nobody opens the control file any more.
+            removed = ::shm_unlink(shm.c_str()) == 0;
+            if (removed && ctl && ctl_st.st_uid == st.st_uid)
+                unlink_if_same(ctl_shm, ctl_st);
         }
     } catch (...) {
     }
@@ -250,12 +272,16 @@ struct ForkGuard {
 Segment::~Segment() {
     if (m_file)
         ForkGuard::get().remove(m_file.get());
+    if (m_ctl_file)
+        ForkGuard::get().remove(m_ctl_file.get());
 }
 
-void Segment::adopt(posix::File f) {
+void Segment::adopt(posix::File f, posix::File ctl) {
     ForkGuard::get().add(f.get());
+    ForkGuard::get().add(ctl.get());
     m_fork_generation = ForkGuard::fork_generation.load(std::memory_order_relaxed);
     m_file = std::move(f);
+    m_ctl_file = std::move(ctl);
 }
 
 bool Segment::inherited() const noexcept {
@@ -269,54 +295,103 @@ void Segment::check_not_inherited() const {
                               "open a new one in the child");
 }
 
+void Segment::check_not_lost() const {
+    if (lost())
+        throw CorruptPool("pool '" + m_name + "': another process truncated its files (" +
+                          pool_path(m_name) + "); nothing written or read since reached anyone. "
+                          "Close this handle; a new producer re-creates the pool");
+}
+
 std::string shm_name_for(const std::string &name) {
     validate_name(name);
     return "/bips." + name;
 }
 
+std::string ctl_shm_name_for(const std::string &name) { return shm_name_for(name) + CTL_SUFFIX; }
+
+namespace {
+
+// Sizes a fresh file. A full /dev/shm is an error here, not a SIGBUS later.
+void size_file(int fd, std::size_t size, const std::string &shm) {
+    int err = posix::retry_eintr([&] {
+        int r = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+        errno = r;
+        return r == 0 ? 0 : -1;
+    });
+    if (err != 0 && errno != EOPNOTSUPP && errno != EINVAL)
+        posix::throw_errno("posix_fallocate(" + shm + ", " + std::to_string(size) + " bytes)");
+    if (err != 0 && ::ftruncate(fd, static_cast<off_t>(size)) != 0)
+        posix::throw_errno("ftruncate(" + shm + ")");
+}
+
+struct stat stat_path(const std::string &shm) {
+    struct stat st{};
+    if (::stat(("/dev/shm" + shm).c_str(), &st) != 0)
+        st.st_uid = static_cast<uid_t>(-1);
+    return st;
+}
+
+bool may_remove(const struct stat &st) { return ::geteuid() == 0 || st.st_uid == ::geteuid(); }
+
+// A fresh control file for a pool whose name (and producer lock) we hold: any file still under
+// the control name belongs to a dead instance.
+posix::File create_ctl(const std::string &name, const std::string &ctl_shm, mode_t mode) {
+    for (int attempt = 0; attempt < 10; ++attempt) {
+        posix::File c = posix::shm_open_file(ctl_shm, O_RDWR | O_CREAT | O_EXCL, mode, EEXIST);
+        if (c) {
+            if (::fchmod(c.get(), mode) != 0) // the umask must not narrow what was asked for
+                posix::throw_errno("fchmod(" + ctl_shm + ")");
+            return c;
+        }
+        if (::shm_unlink(ctl_shm.c_str()) != 0 && errno == EPERM)
+            squatted(name, "/dev/shm" + ctl_shm, stat_path(ctl_shm));
+    }
+    throw Error("could not create " + ctl_shm + ": the name kept changing under us");
+}
+
+} // namespace
+
 std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOptions &options) {
-    std::string shm = shm_name_for(name);
+    const std::string shm = shm_name_for(name), ctl_shm = ctl_shm_name_for(name);
     Params p = make_params(options);
+    // Consumers only read the pool file: nobody but the producer's user may write it.
+    const mode_t pool_mode = p.mode & ~mode_t{022};
     for (int attempt = 0; attempt < 100; ++attempt) {
-        posix::File f = posix::shm_open_file(shm, O_RDWR | O_CREAT | O_EXCL, p.mode, EEXIST);
+        posix::File f = posix::shm_open_file(shm, O_RDWR | O_CREAT | O_EXCL, pool_mode, EEXIST);
         if (f) {
             // Lock before sizing: anyone who opens it meanwhile sees a live creator.
             if (!posix::ofd_try_lock(f.get(), LOCK_PRODUCER))
                 continue; // someone judged it stale and will unlink it; start again
-            {
-                // Between our O_EXCL create and our lock another producer may have taken the
-                // empty file for a dead one and replaced it. Holding the lock, the name can no
-                // longer change under us, so one check settles it.
-                if (!name_refers_to(shm, posix::fstat_file(f.get(), shm)))
-                    continue;
-            }
+            // Between our O_EXCL create and our lock another producer may have taken the empty
+            // file for a dead one and replaced it. Holding the lock, the name can no longer
+            // change under us, so one check settles it.
+            struct stat st = posix::fstat_file(f.get(), shm);
+            if (!name_refers_to(shm, st))
+                continue;
             std::shared_ptr<Segment> seg(new Segment());
             seg->m_name = name;
             seg->m_shm_name = shm;
+            seg->m_ctl_shm_name = ctl_shm;
             seg->m_params = p; // desc(), slot(), data() use the layout from here on
-            if (::fchmod(f.get(), p.mode) != 0) // the umask must not narrow what was asked for
-                posix::throw_errno("fchmod(" + shm + ")");
             const auto &l = p.layout;
-            // Reserve the memory now: a full /dev/shm is an error here, not a SIGBUS later.
-            int err = posix::retry_eintr([&] {
-                int r = ::posix_fallocate(f.get(), 0, static_cast<off_t>(l.file_size));
-                errno = r;
-                return r == 0 ? 0 : -1;
-            });
-            if (err != 0 && errno != EOPNOTSUPP && errno != EINVAL) {
-                int e = errno;
-                ::shm_unlink(shm.c_str());
-                posix::throw_errno(e, "posix_fallocate(" + shm + ", " + std::to_string(l.file_size) + " bytes)");
+            posix::File c;
+            try {
+                if (::fchmod(f.get(), pool_mode) != 0)
+                    posix::throw_errno("fchmod(" + shm + ")");
+                size_file(f.get(), l.file_size, shm);
+                seg->m_head = posix::Mapping(f.get(), l.control_size, 0, PROT_READ | PROT_WRITE, shm);
+                seg->m_payload = posix::Mapping(f.get(), l.file_size - l.control_size,
+                                                static_cast<off_t>(l.control_size),
+                                                PROT_READ | PROT_WRITE, shm);
+                c = create_ctl(name, ctl_shm, p.mode);
+                size_file(c.get(), l.ctl_size, ctl_shm);
+                seg->m_ctl = posix::Mapping(c.get(), l.ctl_size, 0, PROT_READ | PROT_WRITE, ctl_shm);
+            } catch (...) {
+                if (c)
+                    unlink_if_same(ctl_shm, posix::fstat_file(c.get(), ctl_shm));
+                unlink_if_same(shm, st);
+                throw;
             }
-            if (err != 0 && ::ftruncate(f.get(), static_cast<off_t>(l.file_size)) != 0) {
-                int e = errno;
-                ::shm_unlink(shm.c_str());
-                posix::throw_errno(e, "ftruncate(" + shm + ")");
-            }
-            seg->m_control = posix::Mapping(f.get(), l.control_size, 0, PROT_READ | PROT_WRITE, shm);
-            seg->m_payload = posix::Mapping(f.get(), l.file_size - l.control_size,
-                                            static_cast<off_t>(l.control_size),
-                                            PROT_READ | PROT_WRITE, shm);
             PoolHeader *h = seg->header();
             std::memcpy(h->magic, MAGIC, sizeof(MAGIC));
             h->layout_version = LAYOUT_VERSION;
@@ -326,6 +401,7 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
             h->control_size = l.control_size;
             h->desc_offset = l.desc_offset;
             h->slot_offset = l.slot_offset;
+            h->ctl_size = l.ctl_size;
             h->meta_offset = l.meta_offset;
             h->data_offset = l.data_offset;
             h->buffer_size = p.buffer_size;
@@ -341,49 +417,76 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
             h->dtype_bits = p.dtype.bits;
             for (std::uint32_t i = 0; i < p.ndim; ++i)
                 h->shape[i] = p.shape[i];
-            h->instance_id = random_id();
+            seg->m_instance_id = random_id();
+            h->instance_id = seg->m_instance_id;
             h->created_ns = posix::realtime_ns();
             h->producer_pid = static_cast<std::int32_t>(::getpid());
             std::strncpy(h->name, name.c_str(), sizeof(h->name) - 1);
-            for (std::uint32_t i = 0; i < p.capacity; ++i) {
-                BufferDesc *d = seg->desc(i);
-                d->ndim = p.ndim;
-                d->dtype_code = p.dtype.code;
-                d->dtype_bits = p.dtype.bits;
-                for (std::uint32_t k = 0; k < p.ndim; ++k)
-                    d->shape[k] = p.shape[k];
-            }
+            ControlHeader *ch = seg->ctl();
+            std::memcpy(ch->magic, CTL_MAGIC, sizeof(CTL_MAGIC));
+            ch->layout_version = LAYOUT_VERSION;
+            ch->header_size = sizeof(ControlHeader);
+            ch->instance_id = seg->m_instance_id;
+            ch->ctl_size = l.ctl_size;
+            // Last: an opener that reads ready == 1 finds both files complete.
             h->ready.store(1, std::memory_order_release);
-            seg->m_stat = posix::fstat_file(f.get(), shm);
-            seg->adopt(std::move(f));
+            seg->m_stat = st;
+            seg->m_ctl_stat = posix::fstat_file(c.get(), ctl_shm);
+            seg->adopt(std::move(f), std::move(c));
             return seg;
         }
 
         // The name exists. Replace it only if its producer is gone and it is a bips pool.
-        posix::File old = posix::shm_open_file(shm, O_RDWR, 0, ENOENT);
-        if (!old)
+        posix::File old = posix::shm_open_file(shm, O_RDONLY, 0, ENOENT, EACCES);
+        if (!old) {
+            if (errno == EACCES)
+                squatted(name, pool_path(name), stat_path(shm));
             continue;
+        }
+        struct stat st = posix::fstat_file(old.get(), shm);
         bool locked = false;
-        // A consumer cleaning up an abandoned pool holds the producer lock for microseconds.
-        for (int i = 0; i < 50 && !(locked = posix::ofd_try_lock(old.get(), LOCK_PRODUCER)); ++i)
+        // A consumer cleaning up an abandoned pool holds the producer byte for microseconds.
+        for (int i = 0; i < 50 && !(locked = posix::ofd_try_lock(old.get(), LOCK_PRODUCER, true)); ++i)
             std::this_thread::sleep_for(std::chrono::milliseconds(2));
         if (!locked)
-            throw PoolBusy("pool '" + name + "' already has a live producer");
-        struct stat st = posix::fstat_file(old.get(), shm);
-        if (classify(old.get(), st) == FileKind::foreign)
+            throw PoolBusy("pool '" + name + "' already has a live producer" +
+                           (may_remove(st) ? std::string() : " (" + uid_text(st.st_uid) + ")"));
+        if (!may_remove(st))
+            squatted(name, pool_path(name), st);
+        if (classify(old.get(), st, MAGIC) == FileKind::foreign)
             throw CorruptPool(pool_path(name) +
                               " exists and is not a bips pool; remove it by hand if it is yours");
-        if (name_refers_to(shm, st))
-            ::shm_unlink(shm.c_str());
-        // Closing `old` drops its producer lock; loop to create a fresh segment.
+        if (name_refers_to(shm, st) && ::shm_unlink(shm.c_str()) != 0 && errno == EPERM)
+            squatted(name, pool_path(name), st);
+        // Closing `old` drops its lock; loop to create a fresh pool.
     }
     throw Error("could not create pool '" + name + "': the name kept changing under us");
 }
 
-std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, OpenStatus *status) {
-    std::string shm = shm_name_for(name);
-    int flags = access == Access::inspect ? O_RDONLY : O_RDWR;
-    posix::File f = posix::shm_open_file(shm, flags, 0, ENOENT);
+namespace {
+
+void check_owner(const std::string &name, const struct stat &st, std::int64_t owner) {
+    if (owner == ANY_OWNER)
+        return;
+    const uid_t me = ::geteuid();
+    const bool ok = owner == OWNER_SELF ? st.st_uid == me || st.st_uid == 0
+                                        : owner >= 0 && st.st_uid == static_cast<uid_t>(owner);
+    if (!ok)
+        throw std::system_error(
+            EPERM, std::generic_category(),
+            "pool '" + name + "' belongs to " + uid_text(st.st_uid) + ", not to " +
+                (owner == OWNER_SELF ? "this user (" + uid_text(me) + ") or root"
+                                     : uid_text(static_cast<uid_t>(owner))) +
+                "; if you trust that user, accept it with owner=" + std::to_string(st.st_uid) +
+                " (see docs/security.md)");
+}
+
+} // namespace
+
+std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, OpenStatus *status,
+                                       std::int64_t owner) {
+    const std::string shm = shm_name_for(name), ctl_shm = ctl_shm_name_for(name);
+    posix::File f = posix::shm_open_file(shm, O_RDONLY, 0, ENOENT);
     if (!f) {
         *status = OpenStatus::not_found;
         return nullptr;
@@ -391,59 +494,96 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
     struct stat st = posix::fstat_file(f.get(), shm);
     if (!S_ISREG(st.st_mode))
         corrupt(name, "not a regular file");
+    check_owner(name, st, owner);
     auto size = static_cast<std::size_t>(st.st_size);
+    auto creator_alive = [&] { return posix::ofd_is_locked(f.get(), LOCK_PRODUCER); };
     auto unready = [&]() -> std::shared_ptr<Segment> {
-        *status = posix::ofd_is_locked(f.get(), LOCK_PRODUCER) ? OpenStatus::initializing
-                                                               : OpenStatus::stale;
+        *status = creator_alive() ? OpenStatus::initializing : OpenStatus::stale;
         return nullptr;
     };
     if (size == 0)
         return unready();
-    if (size < sizeof(PoolHeader)) {
-        char magic[sizeof(MAGIC)] = {};
-        if (size >= sizeof(MAGIC) && read_exact(f.get(), magic, sizeof(magic), 0) &&
-            std::memcmp(magic, MAGIC, sizeof(MAGIC)) == 0)
-            corrupt(name, "truncated to " + std::to_string(size) + " bytes");
-        corrupt(name, "too small (" + std::to_string(size) + " bytes) and no bips magic");
-    }
-    // Map just the header to validate it before trusting any size it gives.
-    std::size_t head_len = align_up(sizeof(PoolHeader), posix::page_size());
-    if (head_len > size)
-        head_len = size;
-    Params p;
-    {
-        posix::Mapping head(f.get(), head_len, 0, PROT_READ, shm);
-        const auto *live = reinterpret_cast<const PoolHeader *>(head.data());
-        // Validate a private copy: another process may write the file while we check it.
-        alignas(PoolHeader) unsigned char copy[sizeof(PoolHeader)];
-        const bool is_ready = live->ready.load(std::memory_order_acquire) == 1;
-        std::memcpy(copy, head.data(), sizeof(PoolHeader));
-        const auto *h = reinterpret_cast<const PoolHeader *>(copy);
-        if (std::memcmp(h->magic, MAGIC, sizeof(MAGIC)) != 0) {
-            if (classify(f.get(), st) == FileKind::zeroed)
-                return unready(); // sized but not written yet: being created, or creator died
-            corrupt(name, "bad magic");
+    // Read with pread, never mapped before validation: the file may shrink at any time.
+    alignas(PoolHeader) unsigned char copy[sizeof(PoolHeader)] = {};
+    const auto *h = reinterpret_cast<const PoolHeader *>(copy);
+    const bool whole = read_exact(f.get(), copy, sizeof(copy), 0);
+    if (!whole || h->ready.load(std::memory_order_relaxed) != 1) {
+        // A pool whose creator still holds the producer lock and has not set `ready` is being
+        // created, whatever its bytes say.
+        if (creator_alive()) {
+            *status = OpenStatus::initializing;
+            return nullptr;
         }
-        if (h->layout_version != LAYOUT_VERSION)
+        if (!whole) {
+            if (size >= sizeof(MAGIC) && std::memcmp(copy, MAGIC, sizeof(MAGIC)) == 0)
+                corrupt(name, "truncated to " + std::to_string(size) + " bytes");
+            corrupt(name, "too small (" + std::to_string(size) + " bytes) and no bips magic");
+        }
+        if (std::memcmp(h->magic, MAGIC, sizeof(MAGIC)) != 0 &&
+            classify(f.get(), st, MAGIC) != FileKind::zeroed)
+            corrupt(name, "bad magic");
+        if (std::memcmp(h->magic, MAGIC, sizeof(MAGIC)) == 0 && h->layout_version != LAYOUT_VERSION)
             throw IncompatiblePool("pool '" + name + "' has layout version " +
                                    std::to_string(h->layout_version) + "; this bips reads version " +
-                                   std::to_string(LAYOUT_VERSION) + " (upgrade or restart the producer)");
-        // ready is an atomic in the header; read it through a const atomic view.
-        if (!is_ready)
-            return unready();
-        p = validate_header(name, *h, size);
+                                   std::to_string(LAYOUT_VERSION) +
+                                   " (upgrade or restart the producer)");
+        *status = OpenStatus::stale; // sized or half-written, and its creator died
+        return nullptr;
     }
+    // `ready` is set last: having seen it, read the header again for its final contents.
+    if (!read_exact(f.get(), copy, sizeof(copy), 0))
+        corrupt(name, "truncated while being opened");
+    if (std::memcmp(h->magic, MAGIC, sizeof(MAGIC)) != 0)
+        corrupt(name, "bad magic");
+    if (h->layout_version != LAYOUT_VERSION)
+        throw IncompatiblePool("pool '" + name + "' has layout version " +
+                               std::to_string(h->layout_version) + "; this bips reads version " +
+                               std::to_string(LAYOUT_VERSION) + " (upgrade or restart the producer)");
+    Params p = validate_header(name, *h, size);
+    const std::uint64_t instance = h->instance_id;
+
+    // The control file: it must be the one made with this pool file.
+    posix::File c = posix::shm_open_file(ctl_shm, access == Access::inspect ? O_RDONLY : O_RDWR, 0,
+                                         ENOENT);
+    if (!c)
+        return unready();
+    struct stat cst = posix::fstat_file(c.get(), ctl_shm);
+    if (!S_ISREG(cst.st_mode) || cst.st_uid != st.st_uid)
+        corrupt(name, "its control file /dev/shm" + ctl_shm + " is not a regular file of " +
+                          uid_text(st.st_uid) + ", the pool's owner");
+    ControlHeader ch{};
+    if (static_cast<std::size_t>(cst.st_size) != p.layout.ctl_size ||
+        !read_exact(c.get(), &ch, sizeof(ch), 0) ||
+        std::memcmp(ch.magic, CTL_MAGIC, sizeof(CTL_MAGIC)) != 0 ||
+        ch.layout_version != LAYOUT_VERSION || ch.header_size != sizeof(ControlHeader) ||
+        ch.instance_id != instance || ch.ctl_size != p.layout.ctl_size) {
+        if (!creator_alive())
+            return unready(); // a newer pool's control file, or the remains of a dead one
+        corrupt(name, "its control file /dev/shm" + ctl_shm + " does not belong to it");
+    }
+
     std::shared_ptr<Segment> seg(new Segment());
     seg->m_name = name;
     seg->m_shm_name = shm;
+    seg->m_ctl_shm_name = ctl_shm;
     seg->m_stat = st;
-    int ctl_prot = access == Access::inspect ? PROT_READ : PROT_READ | PROT_WRITE;
-    int data_prot = access == Access::producer ? PROT_READ | PROT_WRITE : PROT_READ;
-    seg->m_control = posix::Mapping(f.get(), p.layout.control_size, 0, ctl_prot, shm);
-    seg->m_payload = posix::Mapping(f.get(), p.layout.file_size - p.layout.control_size,
-                                    static_cast<off_t>(p.layout.control_size), data_prot, shm);
+    seg->m_ctl_stat = cst;
+    seg->m_instance_id = instance;
+    const auto &l = p.layout;
+    if (access == Access::inspect) {
+        bool head_ok = false, ctl_ok = false;
+        seg->m_head = posix::Mapping::copy_of(f.get(), l.control_size, 0, shm, &head_ok);
+        seg->m_ctl = posix::Mapping::copy_of(c.get(), l.ctl_size, 0, ctl_shm, &ctl_ok);
+        if (!head_ok || !ctl_ok)
+            corrupt(name, "truncated while being read");
+    } else {
+        seg->m_head = posix::Mapping(f.get(), l.control_size, 0, PROT_READ, shm);
+        seg->m_payload = posix::Mapping(f.get(), l.file_size - l.control_size,
+                                        static_cast<off_t>(l.control_size), PROT_READ, shm);
+        seg->m_ctl = posix::Mapping(c.get(), l.ctl_size, 0, PROT_READ | PROT_WRITE, ctl_shm);
+    }
     seg->m_params = p;
-    seg->adopt(std::move(f));
+    seg->adopt(std::move(f), std::move(c));
     *status = OpenStatus::ok;
     return seg;
 }
@@ -451,14 +591,14 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
 bool Segment::producer_alive() const { return posix::ofd_is_locked(fd(), LOCK_PRODUCER); }
 
 bool Segment::slot_alive(std::uint32_t s) const {
-    return posix::ofd_is_locked(fd(), LOCK_SLOT_BASE + static_cast<off_t>(s));
+    return posix::ofd_is_locked(ctl_fd(), LOCK_SLOT_BASE + static_cast<off_t>(s));
 }
 
 bool Segment::lock_control(Duration timeout) const {
     auto deadline = Clock::now() + timeout;
     auto pause = std::chrono::microseconds(20);
     for (;;) {
-        if (posix::ofd_try_lock(fd(), LOCK_CONTROL))
+        if (posix::ofd_try_lock(ctl_fd(), LOCK_CONTROL))
             return true;
         if (Clock::now() >= deadline)
             return false;
@@ -468,34 +608,49 @@ bool Segment::lock_control(Duration timeout) const {
     }
 }
 
-void Segment::unlock_control() const noexcept { posix::ofd_unlock(fd(), LOCK_CONTROL); }
+void Segment::unlock_control() const noexcept { posix::ofd_unlock(ctl_fd(), LOCK_CONTROL); }
 
 void Segment::clear_slot(std::uint32_t s) noexcept {
     if (inherited())
         return;
-    PoolHeader *h = header();
+    ControlHeader *c = ctl();
     const std::uint64_t bit = queued_bit(s);
-    h->active.fetch_and(~bit, std::memory_order_seq_cst);
-    h->sleepers.fetch_and(~bit, std::memory_order_seq_cst);
+    c->active.fetch_and(~bit, std::memory_order_seq_cst);
+    c->sleepers.fetch_and(~bit, std::memory_order_seq_cst);
     const std::uint64_t both = queued_bit(s) | held_bit(s);
     for (std::uint32_t i = 0; i < m_params.capacity; ++i)
-        desc(i)->state.fetch_and(~both, std::memory_order_seq_cst);
+        state(i).fetch_and(~both, std::memory_order_seq_cst);
     // Last: a process killed before this point leaves the slot attached, and the next sweep
     // finishes the job.
-    h->attached.fetch_and(~bit, std::memory_order_seq_cst);
+    c->attached.fetch_and(~bit, std::memory_order_seq_cst);
     wake_producer();
 }
 
 unsigned Segment::sweep_dead_locked(std::uint32_t skip) {
+    ControlHeader *c = ctl();
+    // Every slot that has a bit anywhere, valid or not: bits without a live lock holder are
+    // reclaimed whoever wrote them.
+    const std::uint64_t masks = c->attached.load(std::memory_order_seq_cst) |
+                                c->active.load(std::memory_order_seq_cst) |
+                                c->sleepers.load(std::memory_order_seq_cst);
+    std::uint32_t used = queued_mask(masks);
+    for (std::uint32_t i = 0; i < m_params.capacity; ++i) {
+        const std::uint64_t st = state(i).load(std::memory_order_relaxed);
+        used |= queued_mask(st) | held_mask(st);
+    }
     unsigned n = 0;
-    std::uint64_t attached = header()->attached.load(std::memory_order_seq_cst);
-    for (std::uint32_t s = 0; s < m_params.max_consumers; ++s) {
-        if (s == skip || !(attached & queued_bit(s)))
+    for (std::uint32_t s = 0; s < MAX_CONSUMERS; ++s) {
+        if (s == skip || !(used & (1u << s)))
             continue;
-        if (!slot_alive(s)) {
-            clear_slot(s);
-            ++n;
-        }
+        if (s < m_params.max_consumers && slot_alive(s))
+            continue;
+        clear_slot(s);
+        ++n;
+    }
+    if (held_mask(masks) != 0) { // the masks only use their low half
+        c->attached.fetch_and(0xffffffffull, std::memory_order_seq_cst);
+        c->active.fetch_and(0xffffffffull, std::memory_order_seq_cst);
+        c->sleepers.fetch_and(0xffffffffull, std::memory_order_seq_cst);
     }
     return n;
 }
@@ -515,59 +670,69 @@ unsigned Segment::sweep_dead(Duration timeout, std::uint32_t skip) {
 }
 
 void Segment::wake_producer() const noexcept {
-    PoolHeader *h = header();
-    if (h->producer_sleeping.load(std::memory_order_seq_cst) != 0) {
-        h->free_futex.fetch_add(1, std::memory_order_seq_cst);
-        posix::futex_wake(&h->free_futex, INT_MAX);
+    ControlHeader *c = ctl();
+    if (c->producer_sleeping.load(std::memory_order_seq_cst) != 0) {
+        c->free_futex.fetch_add(1, std::memory_order_seq_cst);
+        posix::futex_wake(&c->free_futex, INT_MAX);
     }
 }
 
 void Segment::buffer_freed() const noexcept {
-    PoolHeader *h = header();
+    ControlHeader *c = ctl();
     // Only the free that uses up the credit wakes; later ones find it spent (<= 0).
-    if (h->producer_sleeping.load(std::memory_order_seq_cst) != 0 &&
-        h->free_credit.fetch_sub(1, std::memory_order_seq_cst) == 1) {
-        h->free_futex.fetch_add(1, std::memory_order_seq_cst);
-        posix::futex_wake(&h->free_futex, INT_MAX);
+    if (c->producer_sleeping.load(std::memory_order_seq_cst) != 0 &&
+        c->free_credit.fetch_sub(1, std::memory_order_seq_cst) == 1) {
+        c->free_futex.fetch_add(1, std::memory_order_seq_cst);
+        posix::futex_wake(&c->free_futex, INT_MAX);
     }
 }
 
 void Segment::wake_consumers() const noexcept {
-    PoolHeader *h = header();
-    h->publish_futex.fetch_add(1, std::memory_order_seq_cst);
-    posix::futex_wake(&h->publish_futex, INT_MAX);
+    ControlHeader *c = ctl();
+    c->publish_futex.fetch_add(1, std::memory_order_seq_cst);
+    posix::futex_wake(&c->publish_futex, INT_MAX);
 }
 
-bool Segment::name_refers_to_me() const {
-    return name_refers_to(m_shm_name, m_stat);
-}
+bool Segment::name_refers_to_me() const { return name_refers_to(m_shm_name, m_stat); }
 
 void Segment::unlink_if_mine() const noexcept {
-    try {
-        if (name_refers_to_me())
-            ::shm_unlink(m_shm_name.c_str());
-    } catch (...) {
-    }
+    unlink_if_same(m_shm_name, m_stat);
+    unlink_if_same(m_ctl_shm_name, m_ctl_stat);
 }
 
 bool Segment::unlink_if_abandoned() const noexcept {
-    return !inherited() && unlink_if_unused(fd(), m_shm_name);
+    try {
+        return !inherited() && unlink_if_unused(fd(), m_name);
+    } catch (...) {
+        return false;
+    }
 }
 
 bool remove_if_unused(const std::string &name) {
-    std::string shm = shm_name_for(name);
-    posix::File f = posix::shm_open_file(shm, O_RDWR, 0, ENOENT);
-    if (!f)
-        return false;
-    if (classify(f.get(), posix::fstat_file(f.get(), shm)) == FileKind::foreign)
+    const std::string shm = shm_name_for(name), ctl_shm = ctl_shm_name_for(name);
+    posix::File f = posix::shm_open_file(shm, O_RDONLY, 0, ENOENT);
+    if (!f) {
+        // A control file left without its pool file (its creator died in between).
+        posix::File c = posix::shm_open_file(ctl_shm, O_RDONLY, 0, ENOENT);
+        if (!c)
+            return false;
+        struct stat cst = posix::fstat_file(c.get(), ctl_shm);
+        for (std::uint32_t s = 0; s < MAX_CONSUMERS; ++s)
+            if (posix::ofd_is_locked(c.get(), LOCK_SLOT_BASE + static_cast<off_t>(s)))
+                return false;
+        if (!S_ISREG(cst.st_mode) || classify(c.get(), cst, CTL_MAGIC) == FileKind::foreign)
+            throw CorruptPool("/dev/shm" + ctl_shm + " is not a bips control file; left alone");
+        return name_refers_to(ctl_shm, cst) && ::shm_unlink(ctl_shm.c_str()) == 0;
+    }
+    if (classify(f.get(), posix::fstat_file(f.get(), shm), MAGIC) == FileKind::foreign)
         throw CorruptPool(pool_path(name) + " is not a bips pool; left alone");
-    return unlink_if_unused(f.get(), shm);
+    return unlink_if_unused(f.get(), name);
 }
 
 std::uint32_t Segment::count_free() const noexcept {
     std::uint32_t n = 0;
     for (std::uint32_t i = 0; i < m_params.capacity; ++i)
-        n += desc(i)->state.load(std::memory_order_acquire) == 0;
+        n += state(i).load(std::memory_order_acquire) == 0;
     return n;
 }
 

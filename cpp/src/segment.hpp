@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// One mapped pool segment: creation (with takeover of a dead producer's pool), validation on
-// open, the OFD locks that track who is alive, and the cleanup of dead consumer slots.
+// One pool, as this process sees it: its two files (layout.hpp), their creation (with takeover
+// of a dead producer's pool), validation on open, the OFD locks that track who is alive, and the
+// cleanup of dead consumer slots.
 #pragma once
 
 #include "layout.hpp"
@@ -15,6 +16,8 @@
 namespace bips::detail {
 
 std::string shm_name_for(const std::string &name);
+/// The control file's shm name of pool `name`.
+std::string ctl_shm_name_for(const std::string &name);
 
 /// Removes pool `name` if it is a bips pool, or the remains of one, that no live process uses.
 bool remove_if_unused(const std::string &name);
@@ -41,7 +44,9 @@ enum class OpenStatus {
     stale,        ///< exists, but nobody is creating it and it is not ready (creator died)
 };
 
-enum class Access { producer, consumer, inspect };
+/// consumer: maps the pool file read-only and the control file read-write. inspect: maps
+/// nothing; reads private copies of both heads with pread (a stranger may shrink the files).
+enum class Access { consumer, inspect };
 
 class Segment {
 public:
@@ -50,8 +55,10 @@ public:
     static std::shared_ptr<Segment> create(const std::string &name, const PoolOptions &options);
     /// Opens and validates pool `name`. Returns nullptr with *status set when it is not usable
     /// yet (not_found, initializing, stale); throws CorruptPool / IncompatiblePool /
-    /// std::system_error otherwise.
-    static std::shared_ptr<Segment> open(const std::string &name, Access access, OpenStatus *status);
+    /// std::system_error otherwise (EPERM when the pool's owner is not `owner`, see
+    /// ConsumerOptions::owner).
+    static std::shared_ptr<Segment> open(const std::string &name, Access access, OpenStatus *status,
+                                         std::int64_t owner = ANY_OWNER);
 
     Segment(const Segment &) = delete;
     Segment &operator=(const Segment &) = delete;
@@ -60,18 +67,27 @@ public:
     const std::string &name() const noexcept { return m_name; }
     const Params &params() const noexcept { return m_params; }
     int fd() const noexcept { return m_file.get(); }
+    int ctl_fd() const noexcept { return m_ctl_file.get(); }
     const struct stat &file_stat() const noexcept { return m_stat; }
+    std::uint64_t instance_id() const noexcept { return m_instance_id; }
 
-    PoolHeader *header() const noexcept { return reinterpret_cast<PoolHeader *>(m_control.data()); }
-    BufferDesc *desc(std::uint32_t i) const noexcept {
-        return reinterpret_cast<BufferDesc *>(m_control.data() + m_params.layout.desc_offset) + i;
+    /// The pool file's header. Consumers map it read-only: only the producer writes it.
+    PoolHeader *header() const noexcept { return reinterpret_cast<PoolHeader *>(m_head.data()); }
+    ControlHeader *ctl() const noexcept { return reinterpret_cast<ControlHeader *>(m_ctl.data()); }
+    /// Buffer i's descriptor in the pool file (producer-written).
+    FrameDesc *desc(std::uint32_t i) const noexcept {
+        return reinterpret_cast<FrameDesc *>(m_head.data() + m_params.layout.desc_offset) + i;
+    }
+    /// Buffer i's ownership word in the control file (shared-writable).
+    std::atomic<std::uint64_t> &state(std::uint32_t i) const noexcept {
+        return (reinterpret_cast<StateWord *>(m_ctl.data() + m_params.layout.state_offset) + i)->state;
     }
     SlotDesc *slot(std::uint32_t s) const noexcept {
-        return reinterpret_cast<SlotDesc *>(m_control.data() + m_params.layout.slot_offset) + s;
+        return reinterpret_cast<SlotDesc *>(m_ctl.data() + m_params.layout.slot_offset) + s;
     }
     /// Where the producer notes which buffer carries `seq`: a hint for consumers, always checked.
     std::atomic<std::uint32_t> *ring(std::uint64_t seq) const noexcept {
-        return reinterpret_cast<std::atomic<std::uint32_t> *>(m_control.data() +
+        return reinterpret_cast<std::atomic<std::uint32_t> *>(m_head.data() +
                                                              m_params.layout.ring_offset) +
                seq % m_params.capacity;
     }
@@ -83,6 +99,13 @@ public:
         return m_payload.data() + (m_params.layout.meta_offset - m_params.layout.control_size) +
                std::size_t{i} * m_params.layout.meta_stride;
     }
+    /// True once another process shrank one of the files under our mappings: the SIGBUS guard
+    /// put private zero pages there, and nothing written or read since reaches anyone.
+    bool lost() const noexcept { return m_head.lost() || m_payload.lost() || m_ctl.lost(); }
+    /// Throws CorruptPool when lost().
+    void check_not_lost() const;
+    /// The slots whose bits are valid in shared words (everything else is a stray).
+    std::uint64_t valid_slots() const noexcept { return slots_mask(m_params.max_consumers); }
 
     /// True in a child made by fork() after this segment was opened: the handle belongs to the
     /// parent, so it must neither change shared state nor be used.
@@ -98,8 +121,10 @@ public:
     bool lock_control(Duration timeout) const;
     void unlock_control() const noexcept;
 
-    /// Under the control lock: clears every active slot whose consumer is dead. Returns how
-    /// many were cleared. `skip` is a slot this process itself holds (GETLK cannot see it).
+    /// Under the control lock: clears every slot that has bits anywhere in the control file but
+    /// no live consumer holding its lock, including slots past max_consumers and bits a crashed
+    /// or hostile writer left. Returns how many were cleared. `skip` is a slot this process
+    /// itself holds (GETLK cannot see it).
     unsigned sweep_dead_locked(std::uint32_t skip = MAX_CONSUMERS);
     /// Takes the control lock for at most `timeout` and sweeps; 0 if the lock was busy.
     unsigned sweep_dead(Duration timeout, std::uint32_t skip = MAX_CONSUMERS);
@@ -115,8 +140,8 @@ public:
 
     /// True if the pool's name still refers to this very segment (same inode).
     bool name_refers_to_me() const;
-    /// Unlinks the name if it still refers to this segment. The caller must hold the producer
-    /// lock, which is what makes the check and the unlink one step for every other party.
+    /// Unlinks both names if they still refer to this segment's files. The caller must hold the
+    /// producer lock, which is what makes the check and the unlink one step for every other party.
     void unlink_if_mine() const noexcept;
     /// For consumers: removes a pool that has no producer and no live consumer. Best effort.
     bool unlink_if_abandoned() const noexcept;
@@ -125,14 +150,19 @@ public:
 
 private:
     Segment() = default;
-    void adopt(posix::File f);
+    void adopt(posix::File f, posix::File ctl);
     std::string m_name;
     std::string m_shm_name;
-    posix::File m_file;
+    std::string m_ctl_shm_name;
+    posix::File m_file;     // the pool file
+    posix::File m_ctl_file; // the control file
     struct stat m_stat{};
-    posix::Mapping m_control;
-    posix::Mapping m_payload;
+    struct stat m_ctl_stat{};
+    posix::Mapping m_head;    // pool file: header, descriptors, ring
+    posix::Mapping m_payload; // pool file: meta and data
+    posix::Mapping m_ctl;     // control file
     Params m_params;
+    std::uint64_t m_instance_id = 0;
     std::uint64_t m_fork_generation = 0;
 };
 

@@ -89,7 +89,8 @@ void write_shm_file(const std::string &name, const std::vector<unsigned char> &b
 /// Reads a whole /dev/shm/bips.NAME file.
 std::vector<unsigned char> read_shm_file(const std::string &name);
 
-/// Unlinks /dev/shm/bips.NAME when it goes out of scope (for files the tests forge).
+/// Unlinks /dev/shm/bips.NAME and its control file when it goes out of scope (for files the
+/// tests forge).
 class ScopedUnlink {
   public:
     explicit ScopedUnlink(std::string name) : m_name(std::move(name)) {}

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Segments forged by hand into /dev/shm (open() + write(), no bips code): garbage, truncated
-// files, other layout versions, inconsistent offsets, garbage descriptors. Consumers must refuse
-// them with CorruptPool / IncompatiblePool (never crash, never hang); producers must not replace
-// a file that is not a bips pool.
+// Pools forged by hand into /dev/shm (open() + write(), no bips code): garbage, truncated
+// files, other layout versions, inconsistent offsets, garbage descriptors, stray ownership bits.
+// Consumers must refuse them with CorruptPool / IncompatiblePool (never crash, never hang);
+// producers must not replace a file that is not a bips pool.
 #include "support.hpp"
 
 #include "layout.hpp"
@@ -16,28 +16,52 @@
 
 using namespace bips;
 using namespace bips::test;
-using bips::detail::BufferDesc;
+using bips::detail::ControlHeader;
+using bips::detail::FrameDesc;
 using bips::detail::PoolHeader;
 using bips::detail::SlotDesc;
 
 namespace {
 
 #define HDR(field) offsetof(PoolHeader, field)
+#define CTL(field) offsetof(ControlHeader, field)
 
 std::size_t system_page() { return static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)); }
 
-/// A pool file image, written field by field at the layout's offsets (memcpy: no alignment or
-/// object-lifetime assumptions about the bytes).
+/// A pool file image and its control file's, written field by field at the layout's offsets
+/// (memcpy: no alignment or object-lifetime assumptions about the bytes).
 struct Image {
     std::vector<unsigned char> bytes;
+    std::vector<unsigned char> ctl;
     detail::Layout layout;
 
     template <class T> void set(std::size_t off, T v) {
         REQUIRE(off + sizeof(T) <= bytes.size());
         std::memcpy(bytes.data() + off, &v, sizeof(T));
     }
-    std::size_t desc(std::uint32_t i) const { return layout.desc_offset + i * sizeof(BufferDesc); }
+    template <class T> void set_ctl(std::size_t off, T v) {
+        REQUIRE(off + sizeof(T) <= ctl.size());
+        std::memcpy(ctl.data() + off, &v, sizeof(T));
+    }
+    std::size_t desc(std::uint32_t i) const { return layout.desc_offset + i * sizeof(FrameDesc); }
+    std::size_t state(std::uint32_t i) const { return layout.state_offset + i * 64; }
 };
+
+std::string ctl_path(const std::string &name) { return shm_path(name) + "@ctl"; }
+
+/// Writes both files of a forged pool.
+void write_pool(const std::string &name, const Image &img) {
+    write_shm_file(name, img.bytes);
+    int fd = ::open(ctl_path(name).c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, img.ctl.data(), img.ctl.size()) == static_cast<ssize_t>(img.ctl.size()));
+    ::close(fd);
+}
+
+bool ctl_exists(const std::string &name) {
+    struct stat st{};
+    return ::stat(ctl_path(name).c_str(), &st) == 0;
+}
 
 struct ImageSpec {
     std::uint32_t capacity = 3;
@@ -64,6 +88,7 @@ Image valid_image(const ImageSpec &s = {}, const std::string &name = "forged") {
     img.set<std::uint64_t>(HDR(control_size), l.control_size);
     img.set<std::uint64_t>(HDR(desc_offset), l.desc_offset);
     img.set<std::uint64_t>(HDR(slot_offset), l.slot_offset);
+    img.set<std::uint64_t>(HDR(ctl_size), l.ctl_size);
     img.set<std::uint64_t>(HDR(meta_offset), l.meta_offset);
     img.set<std::uint64_t>(HDR(data_offset), l.data_offset);
     img.set<std::uint64_t>(HDR(buffer_size), s.buffer_size);
@@ -85,14 +110,20 @@ Image valid_image(const ImageSpec &s = {}, const std::string &name = "forged") {
     std::memcpy(img.bytes.data() + HDR(name), name.data(),
                 std::min<std::size_t>(name.size(), MAX_NAME_LENGTH));
     for (std::uint32_t i = 0; i < s.capacity; ++i) {
-        img.set<std::uint32_t>(img.desc(i) + offsetof(BufferDesc, ndim),
+        img.set<std::uint32_t>(img.desc(i) + offsetof(FrameDesc, ndim),
                                static_cast<std::uint32_t>(s.shape.size()));
-        img.set<std::uint8_t>(img.desc(i) + offsetof(BufferDesc, dtype_code), s.dtype.code);
-        img.set<std::uint8_t>(img.desc(i) + offsetof(BufferDesc, dtype_bits), s.dtype.bits);
+        img.set<std::uint8_t>(img.desc(i) + offsetof(FrameDesc, dtype_code), s.dtype.code);
+        img.set<std::uint8_t>(img.desc(i) + offsetof(FrameDesc, dtype_bits), s.dtype.bits);
         for (std::size_t k = 0; k < s.shape.size(); ++k)
-            img.set<std::int64_t>(img.desc(i) + offsetof(BufferDesc, shape) + 8 * k, s.shape[k]);
+            img.set<std::int64_t>(img.desc(i) + offsetof(FrameDesc, shape) + 8 * k, s.shape[k]);
     }
     img.set<std::uint32_t>(HDR(ready), 1);
+    img.ctl.assign(l.ctl_size, 0);
+    std::memcpy(img.ctl.data() + CTL(magic), detail::CTL_MAGIC, sizeof(detail::CTL_MAGIC));
+    img.set_ctl<std::uint32_t>(CTL(layout_version), detail::LAYOUT_VERSION);
+    img.set_ctl<std::uint32_t>(CTL(header_size), sizeof(ControlHeader));
+    img.set_ctl<std::uint64_t>(CTL(instance_id), 0x1234567890abcdefULL);
+    img.set_ctl<std::uint64_t>(CTL(ctl_size), l.ctl_size);
     return img;
 }
 
@@ -114,22 +145,43 @@ class FakeProducer {
         void *p = ::mmap(nullptr, m_size, PROT_READ | PROT_WRITE, MAP_SHARED, m_fd, 0);
         REQUIRE(p != MAP_FAILED);
         m_map = static_cast<unsigned char *>(p);
+        m_ctl_fd = ::open(ctl_path(name).c_str(), O_RDWR | O_CLOEXEC);
+        if (m_ctl_fd >= 0) {
+            REQUIRE(::fstat(m_ctl_fd, &st) == 0);
+            m_ctl_size = static_cast<std::size_t>(st.st_size);
+            p = ::mmap(nullptr, m_ctl_size, PROT_READ | PROT_WRITE, MAP_SHARED, m_ctl_fd, 0);
+            REQUIRE(p != MAP_FAILED);
+            m_ctl = static_cast<unsigned char *>(p);
+        }
     }
     FakeProducer(const FakeProducer &) = delete;
     FakeProducer &operator=(const FakeProducer &) = delete;
     ~FakeProducer() {
         if (m_map)
             ::munmap(m_map, m_size);
+        if (m_ctl)
+            ::munmap(m_ctl, m_ctl_size);
         ::close(m_fd);
+        if (m_ctl_fd >= 0)
+            ::close(m_ctl_fd);
     }
-    /// The live segment (the consumer sees writes at once).
+    /// The live pool file (the consumer sees writes at once).
     unsigned char *map() const { return m_map; }
     template <class T> void set(std::size_t off, T v) { std::memcpy(m_map + off, &v, sizeof(T)); }
+    /// The live control file.
+    unsigned char *ctl() const { return m_ctl; }
+    template <class T> void set_ctl(std::size_t off, T v) {
+        REQUIRE(m_ctl != nullptr);
+        std::memcpy(m_ctl + off, &v, sizeof(T));
+    }
 
   private:
     int m_fd = -1;
+    int m_ctl_fd = -1;
     unsigned char *m_map = nullptr;
+    unsigned char *m_ctl = nullptr;
     std::size_t m_size = 0;
+    std::size_t m_ctl_size = 0;
 };
 
 enum class Verdict { corrupt, incompatible, other };
@@ -197,7 +249,7 @@ BIPS_TEST(forged_valid_image_is_accepted) {
     // The control experiment: without it, the refusals below could come from a broken forgery.
     const std::string name = unique_name();
     Image img = valid_image();
-    write_shm_file(name, img.bytes);
+    write_pool(name, img);
     ScopedUnlink cleanup(name);
     PoolInfo info = pool_info(name);
     CHECK_EQ(info.capacity, 3u);
@@ -214,13 +266,13 @@ BIPS_TEST(forged_valid_image_is_accepted) {
     CHECK_EQ(cons.shape(), (Shape{10, 10, 3}));
     const std::uint32_t slot = cons.stats().slot;
     const std::size_t d1 = img.desc(1);
-    fake->set<std::int64_t>(d1 + offsetof(BufferDesc, timestamp_ns), 777);
-    fake->set<std::uint64_t>(d1 + offsetof(BufferDesc, nbytes), 300);
-    fake->set<std::uint32_t>(d1 + offsetof(BufferDesc, meta_len), 3);
+    fake->set<std::int64_t>(d1 + offsetof(FrameDesc, timestamp_ns), 777);
+    fake->set<std::uint64_t>(d1 + offsetof(FrameDesc, nbytes), 300);
+    fake->set<std::uint32_t>(d1 + offsetof(FrameDesc, meta_len), 3);
     std::memcpy(fake->map() + img.layout.meta_offset + img.layout.meta_stride, "abc", 3);
     std::memset(fake->map() + img.layout.data_offset + img.layout.buffer_stride, 0x5a, 300);
-    fake->set<std::uint64_t>(d1 + offsetof(BufferDesc, seq), 41);
-    fake->set<std::uint64_t>(d1 + offsetof(BufferDesc, state), detail::queued_bit(slot));
+    fake->set<std::uint64_t>(d1 + offsetof(FrameDesc, seq), 41);
+    fake->set_ctl<std::uint64_t>(img.state(1), detail::queued_bit(slot));
     Frame f = cons.receive(1s);
     CHECK_EQ(f.seq(), 41u);
     CHECK_EQ(f.index(), 1u);
@@ -230,7 +282,7 @@ BIPS_TEST(forged_valid_image_is_accepted) {
     CHECK_EQ(f.data()[299], std::byte{0x5a});
     f.release();
     std::uint64_t state = 0;
-    std::memcpy(&state, fake->map() + d1 + offsetof(BufferDesc, state), sizeof(state));
+    std::memcpy(&state, fake->ctl() + img.state(1), sizeof(state));
     CHECK_EQ(state, 0u); // released: back to the (fake) producer
     cons.close();
 
@@ -239,6 +291,7 @@ BIPS_TEST(forged_valid_image_is_accepted) {
     fake.reset();
     CHECK_THROWS_AS(Consumer(name), ProducerGone);
     CHECK(!shm_exists(name));
+    CHECK(!ctl_exists(name));
 }
 
 BIPS_TEST(garbage_segments_are_refused) {
@@ -317,6 +370,7 @@ BIPS_TEST(bad_header_fields_are_corrupt) {
         {"desc_offset",
          [](Image &i) { i.set<std::uint64_t>(HDR(desc_offset), i.layout.desc_offset + 64); }},
         {"slot_offset", [](Image &i) { i.set<std::uint64_t>(HDR(slot_offset), 0); }},
+        {"ctl_size", [](Image &i) { i.set<std::uint64_t>(HDR(ctl_size), 1u << 30); }},
         {"control_size",
          [](Image &i) { i.set<std::uint64_t>(HDR(control_size), i.layout.control_size * 2); }},
         {"meta_offset", [](Image &i) { i.set<std::uint64_t>(HDR(meta_offset), 1u << 30); }},
@@ -333,6 +387,7 @@ BIPS_TEST(bad_header_fields_are_corrupt) {
              auto l = detail::compute_layout(100, 4, 300, 16, system_page());
              i.set<std::uint32_t>(HDR(capacity), 100);
              i.set<std::uint64_t>(HDR(slot_offset), l.slot_offset);
+             i.set<std::uint64_t>(HDR(ctl_size), l.ctl_size);
              i.set<std::uint64_t>(HDR(control_size), l.control_size);
              i.set<std::uint64_t>(HDR(meta_offset), l.meta_offset);
              i.set<std::uint64_t>(HDR(data_offset), l.data_offset);
@@ -503,7 +558,7 @@ BIPS_TEST(fuzzed_headers_never_crash) {
         for (int k = 0; k < flips; ++k)
             img.bytes[rng() % header_end] ^= static_cast<unsigned char>(1 + rng() % 255);
         const std::string name = unique_name();
-        write_shm_file(name, img.bytes);
+        write_pool(name, img);
         ScopedUnlink cleanup(name);
         std::optional<FakeProducer> fake;
         if (iter % 2)
@@ -519,6 +574,8 @@ BIPS_TEST(fuzzed_headers_never_crash) {
             ++refused;
         } catch (const ProducerGone &) {
             ++accepted; // valid header, no producer
+        } catch (const PoolNotFound &) {
+            ++refused; // no producer, and the control file is not this pool's (instance id)
         } catch (const std::exception &e) {
             fail(__FILE__, __LINE__,
                  "iteration " + std::to_string(iter) + ": " + type_name(typeid(e)) + ": " +
@@ -535,7 +592,7 @@ BIPS_TEST(garbage_descriptors_stay_in_bounds) {
     ImageSpec s;
     s.capacity = 8;
     Image img = valid_image(s);
-    write_shm_file(name, img.bytes);
+    write_pool(name, img);
     ScopedUnlink cleanup(name);
     FakeProducer fake(name);
     Consumer cons(name);
@@ -546,13 +603,19 @@ BIPS_TEST(garbage_descriptors_stay_in_bounds) {
         for (std::uint32_t i = 0; i < s.capacity; ++i) {
             const std::size_t d = img.desc(i);
             // Random everything, but queued for our slot (and maybe held by others).
-            for (std::size_t off = 8; off < sizeof(BufferDesc); off += 8)
+            for (std::size_t off = 0; off < sizeof(FrameDesc); off += 8)
                 fake.set<std::uint64_t>(d + off, rng());
             if (round % 3 == 0) // sometimes plausible small values
-                fake.set<std::uint32_t>(d + offsetof(BufferDesc, ndim),
+                fake.set<std::uint32_t>(d + offsetof(FrameDesc, ndim),
                                         static_cast<std::uint32_t>(rng() % 10));
-            fake.set<std::uint64_t>(d + offsetof(BufferDesc, state),
-                                    detail::queued_bit(slot) | (rng() & 0xffffff0000000000ULL));
+            if (round % 5 == 1) { // a zero dimension hiding huge ones (strides would overflow)
+                fake.set<std::uint32_t>(d + offsetof(FrameDesc, ndim), 3);
+                fake.set<std::int64_t>(d + offsetof(FrameDesc, shape), 0);
+                fake.set<std::int64_t>(d + offsetof(FrameDesc, shape) + 8, std::int64_t{1} << 62);
+                fake.set<std::int64_t>(d + offsetof(FrameDesc, shape) + 16, std::int64_t{1} << 62);
+            }
+            fake.set_ctl<std::uint64_t>(img.state(i),
+                                        detail::queued_bit(slot) | (rng() & 0xffffff0000000000ULL));
         }
         while (auto f = cons.try_receive()) {
             ++frames;

@@ -265,7 +265,10 @@ std::vector<unsigned char> read_shm_file(const std::string &name) {
     return out;
 }
 
-ScopedUnlink::~ScopedUnlink() { ::unlink(shm_path(m_name).c_str()); }
+ScopedUnlink::~ScopedUnlink() {
+    ::unlink(shm_path(m_name).c_str());
+    ::unlink((shm_path(m_name) + "@ctl").c_str());
+}
 
 // ---- payloads -------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -20,7 +21,7 @@ constexpr std::uint32_t MAX_CONSUMERS = 32;
 constexpr std::uint32_t MAX_CAPACITY = 1024;
 /// Version of the shared-memory layout this build reads and writes. Peers of another layout
 /// version refuse each other's pools with IncompatiblePool.
-constexpr std::uint32_t LAYOUT_VERSION = 2;
+constexpr std::uint32_t LAYOUT_VERSION = 3;
 
 using Clock = std::chrono::steady_clock;
 using Duration = std::chrono::nanoseconds;
@@ -50,6 +51,13 @@ struct DType {
     bool valid() const noexcept;
 };
 
+/// Bytes of a C-contiguous frame of `ndim` dimensions `dims` and element type `dtype`, if every
+/// dimension is >= 0 and the frame fits in `limit` bytes. Strides are checked too: the product
+/// of the non-zero dimensions must fit, so a zero dimension cannot hide huge ones that would
+/// overflow a stride. nullopt otherwise (never overflows).
+std::optional<std::size_t> frame_bytes(const std::int64_t *dims, std::size_t ndim, DType dtype,
+                                       std::size_t limit) noexcept;
+
 inline constexpr DType UINT8{DType::UInt, 8};
 inline constexpr DType UINT16{DType::UInt, 16};
 inline constexpr DType FLOAT32{DType::Float, 32};
@@ -70,11 +78,19 @@ struct PoolOptions {
 };
 
 /// Per-consumer settings.
+/// ConsumerOptions::owner: accept pools of this process's uid or root (the default).
+inline constexpr std::int64_t OWNER_SELF = -1;
+/// ConsumerOptions::owner: accept pools of any owner (the cross-user setups of the docs).
+inline constexpr std::int64_t ANY_OWNER = -2;
+
 struct ConsumerOptions {
     bool latest = false;          ///< receive() returns the newest queued frame, gives older ones back
     Duration wait{0};             ///< how long the constructor waits for the pool (0: fail at once)
     bool reconnect = false;       ///< follow a new producer instead of raising ProducerGone
     Duration spin{0};             ///< busy-poll this long before sleeping in receive()
+    /// Whose pools to accept: OWNER_SELF (this process's uid or root), ANY_OWNER, or a uid.
+    /// A pool of another owner is refused with std::system_error(EPERM).
+    std::int64_t owner = OWNER_SELF;
 };
 
 /// Producer-side counters; a snapshot.

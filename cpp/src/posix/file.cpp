@@ -66,8 +66,8 @@ static struct flock byte_lock(short type, off_t byte) {
     return fl;
 }
 
-bool ofd_try_lock(int fd, off_t byte) {
-    struct flock fl = byte_lock(F_WRLCK, byte);
+bool ofd_try_lock(int fd, off_t byte, bool shared) {
+    struct flock fl = byte_lock(shared ? F_RDLCK : F_WRLCK, byte);
     if (retry_eintr([&] { return ::fcntl(fd, F_OFD_SETLK, &fl); }) == 0)
         return true;
     if (errno == EAGAIN || errno == EACCES)
@@ -93,6 +93,34 @@ Mapping::Mapping(int fd, std::size_t length, off_t offset, int prot, const std::
     if (p == MAP_FAILED)
         throw_errno("mmap(" + what + ")");
     m_addr = static_cast<std::byte *>(p);
+}
+
+Mapping Mapping::anonymous(std::size_t length, const std::string &what) {
+    Mapping m;
+    void *p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        throw_errno("mmap(anonymous, " + what + ")");
+    m.m_addr = static_cast<std::byte *>(p);
+    m.m_length = length;
+    return m;
+}
+
+Mapping Mapping::copy_of(int fd, std::size_t length, off_t offset, const std::string &what,
+                         bool *complete) {
+    Mapping m = anonymous(length, what);
+    std::size_t done = 0;
+    while (done < length) {
+        auto r = retry_eintr([&] {
+            return ::pread(fd, m.m_addr + done, length - done, offset + static_cast<off_t>(done));
+        });
+        if (r < 0)
+            throw_errno("pread(" + what + ")");
+        if (r == 0)
+            break;
+        done += static_cast<std::size_t>(r);
+    }
+    *complete = done == length;
+    return m;
 }
 
 Mapping::Mapping(Mapping &&other) noexcept : m_addr(other.m_addr), m_length(other.m_length) {

@@ -55,7 +55,9 @@ struct stat fstat_file(int fd, const std::string &what);
 /// Non-blocking OFD write lock on one byte; true if taken, false if another open file
 /// description holds it. OFD locks are dropped by the kernel when the holder dies, work across
 /// PID namespaces and do not depend on pids.
-bool ofd_try_lock(int fd, off_t byte);
+/// `shared`: a read lock, which a descriptor opened read-only can take; it still keeps anyone
+/// from taking the write lock.
+bool ofd_try_lock(int fd, off_t byte, bool shared = false);
 void ofd_unlock(int fd, off_t byte) noexcept;
 /// True if another open file description holds a lock on `byte`.
 bool ofd_is_locked(int fd, off_t byte);
@@ -71,8 +73,18 @@ public:
     Mapping &operator=(const Mapping &) = delete;
     ~Mapping();
 
+    /// Private zero-filled memory, not backed by any file.
+    static Mapping anonymous(std::size_t length, const std::string &what);
+    /// A private copy of `length` bytes of the file at `offset`, read with pread(): what a
+    /// reader uses for a file that a stranger could shrink under a mapping. False in *complete
+    /// when the file is shorter.
+    static Mapping copy_of(int fd, std::size_t length, off_t offset, const std::string &what,
+                           bool *complete);
+
     std::byte *data() const noexcept { return m_addr; }
     std::size_t size() const noexcept { return m_length; }
+    // TEMP until the SIGBUS guard lands: never lost.
+    bool lost() const noexcept { return false; }
 
 private:
     std::byte *m_addr = nullptr;
