@@ -88,6 +88,10 @@ def path(pool_name: str) -> Iterator[str]:
     p = pool_path(pool_name)
     yield p
     try:
+        os.unlink(p + "@ctl")
+    except FileNotFoundError:
+        pass
+    try:
         st = os.lstat(p)
     except FileNotFoundError:
         return
@@ -102,13 +106,20 @@ def write(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def valid_image(name: str, **kw: Any) -> bytes:
-    """The bytes of a freshly created, valid pool (its producer then closed)."""
+def valid_images(name: str, **kw: Any) -> tuple[bytes, bytes]:
+    """The bytes of a freshly created, valid pool (its producer then closed): the pool file and
+    the control file."""
     kw.setdefault("capacity", 2)
     if "shape" not in kw:
         kw.setdefault("buffer_size", 64)
     with bips.Producer(name, **kw), open(pool_path(name), "rb") as f:
-        return f.read()
+        with open(pool_path(name) + "@ctl", "rb") as c:
+            return f.read(), c.read()
+
+
+def valid_image(name: str, **kw: Any) -> bytes:
+    """The pool file of a freshly created, valid pool (its producer then closed)."""
+    return valid_images(name, **kw)[0]
 
 
 def patched(image: bytes, offset: int, fmt: str, value: Any) -> bytes:
@@ -250,7 +261,9 @@ def test_fifo_consumer_and_producer(pool_name: str, path: str) -> None:
 
 def test_stale_valid_pool(pool_name: str, path: str) -> None:
     """A valid pool whose producer is gone: consumers are told so; a producer replaces it."""
-    write(path, valid_image(pool_name))
+    image, ctl = valid_images(pool_name)
+    write(path, image)
+    write(path + "@ctl", ctl)
     r = probe(pool_name, "list", "info", "cons")
     assert r["list"][1] == [[pool_name, None]]
     assert r["info"][0] == "OK" and "gone" in r["info"][1]

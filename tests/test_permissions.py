@@ -23,7 +23,11 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching to another 
 
 
 def mode_of(name: str) -> int:
-    return stat.S_IMODE(os.stat(pool_path(name)).st_mode)
+    """The pool's mode, as its control file carries it; the pool file (written by the producer
+    alone) has the same mode without the group and other write bits."""
+    mode = stat.S_IMODE(os.stat(pool_path(name) + "@ctl").st_mode)
+    assert stat.S_IMODE(os.stat(pool_path(name)).st_mode) == mode & ~0o022
+    return mode
 
 
 def run_as_other_user(fn: Callable[[], Any], timeout: float = 20.0) -> Any:

@@ -200,6 +200,21 @@ bips::Duration seconds(double s) {
     return std::chrono::duration_cast<bips::Duration>(std::chrono::duration<double>(s));
 }
 
+// Consumer(owner=...): None (this user or root), "any", or a uid.
+std::int64_t owner_option(const py::object &owner) {
+    if (owner.is_none())
+        return bips::OWNER_SELF;
+    if (py::isinstance<py::str>(owner)) {
+        if (owner.cast<std::string>() == "any")
+            return bips::ANY_OWNER;
+    } else if (py::isinstance<py::int_>(owner) && !py::isinstance<py::bool_>(owner)) {
+        const auto uid = owner.cast<long long>();
+        if (uid >= 0 && uid <= 0xfffffffeLL)
+            return uid;
+    }
+    throw bips::InvalidArgument("owner must be None (this user or root), \"any\" or a uid >= 0");
+}
+
 // Runs a timed C++ wait with the GIL released, in slices short enough for Ctrl-C.
 template <class T, class F>
 std::optional<T> wait_sliced(std::optional<double> timeout, F &&attempt) {
@@ -1157,11 +1172,12 @@ until they die; do not write through them after publishing.)doc");
     auto consumer = py::class_<bips::Consumer>(m, "Consumer", "Attaches to a pool and receives every frame in order.");
     consumer
         .def(py::init([](const std::string &name, bool latest, std::optional<double> timeout,
-                         bool reconnect, double spin) {
+                         bool reconnect, double spin, const py::object &owner) {
                  bips::ConsumerOptions o;
                  o.latest = latest;
                  o.reconnect = reconnect;
                  o.spin = seconds(spin);
+                 o.owner = owner_option(owner);
                  if (timeout && *timeout == 0) {
                      py::gil_scoped_release nogil;
                      return std::make_unique<bips::Consumer>(name, o);
@@ -1185,7 +1201,7 @@ until they die; do not write through them after publishing.)doc");
                  return std::move(*c);
              }),
              py::arg("name"), py::kw_only(), py::arg("latest") = false, py::arg("timeout") = 0.0,
-             py::arg("reconnect") = false, py::arg("spin") = 0.0)
+             py::arg("reconnect") = false, py::arg("spin") = 0.0, py::arg("owner") = py::none())
         .def("try_receive", [](bips::Consumer &c) -> std::optional<PyFrame> {
             if (auto f = c.try_receive())
                 return PyFrame(std::move(*f));
