@@ -367,6 +367,12 @@ BIPS_TEST(bad_header_fields_are_corrupt) {
         {"shape too big", [](Image &i) { i.set<std::int64_t>(HDR(shape), 11); }},
         {"shape negative", [](Image &i) { i.set<std::int64_t>(HDR(shape) + 8, -10); }},
         {"shape overflowing", [](Image &i) { i.set<std::int64_t>(HDR(shape), INT64_MAX); }},
+        {"shape with a zero hiding huge dimensions",
+         [](Image &i) {
+             i.set<std::int64_t>(HDR(shape), 0);
+             i.set<std::int64_t>(HDR(shape) + 8, std::int64_t{1} << 62);
+             i.set<std::int64_t>(HDR(shape) + 16, std::int64_t{1} << 62);
+         }},
         {"desc_offset",
          [](Image &i) { i.set<std::uint64_t>(HDR(desc_offset), i.layout.desc_offset + 64); }},
         {"slot_offset", [](Image &i) { i.set<std::uint64_t>(HDR(slot_offset), 0); }},

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: Apache-2.0
+// Live pools under attack by a peer that writes what it can open for writing (raw mmap, no bips
+// code): the producer never trusts a value it reads back, stray ownership bits never wedge a
+// pool, hostile statistics never overflow, and the owner check refuses strangers' pools.
+#include "support.hpp"
+
+#include "layout.hpp"
+
+#include <cstddef>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <system_error>
+#include <unistd.h>
+
+using namespace bips;
+using namespace bips::test;
+using bips::detail::ControlHeader;
+using bips::detail::FrameDesc;
+using bips::detail::PoolHeader;
+
+namespace {
+
+/// A read-write mapping of one of a pool's files, as a hostile peer of the same uid makes it.
+class Scribbler {
+  public:
+    explicit Scribbler(const std::string &path) {
+        m_fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+        REQUIRE(m_fd >= 0);
+        struct stat st{};
+        REQUIRE(::fstat(m_fd, &st) == 0);
+        m_size = static_cast<std::size_t>(st.st_size);
+        void *p = ::mmap(nullptr, m_size, PROT_READ | PROT_WRITE, MAP_SHARED, m_fd, 0);
+        REQUIRE(p != MAP_FAILED);
+        m_map = static_cast<unsigned char *>(p);
+    }
+    Scribbler(const Scribbler &) = delete;
+    Scribbler &operator=(const Scribbler &) = delete;
+    ~Scribbler() {
+        ::munmap(m_map, m_size);
+        ::close(m_fd);
+    }
+    template <class T> void set(std::size_t off, T v) {
+        REQUIRE(off + sizeof(T) <= m_size);
+        std::memcpy(m_map + off, &v, sizeof(T));
+    }
+    template <class T> T get(std::size_t off) const {
+        T v{};
+        std::memcpy(&v, m_map + off, sizeof(T));
+        return v;
+    }
+
+  private:
+    int m_fd = -1;
+    unsigned char *m_map = nullptr;
+    std::size_t m_size = 0;
+};
+
+detail::Layout layout_of(const PoolOptions &o, std::size_t buffer_size) {
+    return detail::compute_layout(o.capacity, o.max_consumers, buffer_size, o.meta_size,
+                                  static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
+}
+
+std::string ctl_path(const std::string &name) { return shm_path(name) + "@ctl"; }
+
+} // namespace
+
+// Issue 8, item 2: the descriptor of an acquired buffer is rewritten by a peer; the producer's
+// nbytes/shape/dtype come from its own memory, so memset(data, v, nbytes) stays in the buffer,
+// and what consumers receive is what the producer set.
+BIPS_TEST(producer_never_reads_its_format_back) {
+    const std::string name = unique_name();
+    PoolOptions o;
+    o.capacity = 2;
+    o.shape = {4, 8, 3};
+    o.dtype = UINT8;
+    Producer prod(name, o);
+    Consumer cons(name);
+    const auto l = layout_of(o, prod.buffer_size());
+    Scribbler pool(shm_path(name));
+    for (int round = 0; round < 4; ++round) {
+        Buffer buf = prod.acquire(1s);
+        const std::size_t d = l.desc_offset + buf.index() * sizeof(FrameDesc);
+        pool.set<std::uint64_t>(d + offsetof(FrameDesc, nbytes), std::uint64_t{1} << 40);
+        pool.set<std::uint32_t>(d + offsetof(FrameDesc, ndim), 8);
+        for (int k = 0; k < 8; ++k)
+            pool.set<std::int64_t>(d + offsetof(FrameDesc, shape) + 8 * k, std::int64_t{1} << 40);
+        pool.set<std::uint8_t>(d + offsetof(FrameDesc, dtype_code), 2);
+        pool.set<std::uint8_t>(d + offsetof(FrameDesc, dtype_bits), 64);
+        CHECK_EQ(buf.nbytes(), 96u);
+        CHECK_EQ(buf.shape(), (Shape{4, 8, 3}));
+        CHECK(buf.dtype() == UINT8);
+        std::memset(buf.data(), 0x11 * (round + 1), buf.nbytes());
+        if (round % 2) {
+            buf.set_format({96}, UINT8);
+            pool.set<std::uint64_t>(d + offsetof(FrameDesc, nbytes), 1);
+            CHECK_EQ(buf.nbytes(), 96u);
+            CHECK_EQ(buf.shape(), (Shape{96}));
+        }
+        prod.publish(std::move(buf));
+        Frame f = cons.receive(1s);
+        CHECK_EQ(f.nbytes(), 96u);
+        CHECK_EQ(f.shape(), round % 2 ? Shape{96} : (Shape{4, 8, 3}));
+        CHECK(f.dtype() == UINT8);
+        CHECK_EQ(f.data()[95], static_cast<std::byte>(0x11 * (round + 1)));
+    }
+}
+
+// Issue 8, item 4: bits for slots that do not exist, or that nobody holds, in the shared masks
+// and ownership words are reclaimed: neither policy ever times out on them, with or without a
+// consumer.
+BIPS_TEST(stray_bits_never_wedge_a_pool) {
+    for (Policy policy : {Policy::block, Policy::drop_oldest}) {
+        for (bool with_consumer : {false, true}) {
+            const std::string name = unique_name();
+            PoolOptions o = small_pool(3, 64, policy);
+            o.max_consumers = 4;
+            Producer prod(name, o);
+            std::optional<Consumer> cons;
+            if (with_consumer)
+                cons.emplace(name);
+            const auto l = layout_of(o, prod.buffer_size());
+            Scribbler ctl(ctl_path(name));
+            const std::uint64_t stray_slots = detail::queued_bit(31) | detail::queued_bit(3) |
+                                              detail::queued_bit(2);
+            for (int round = 0; round < 30; ++round) {
+                if (round % 5 == 0) {
+                    // A dying or buggy writer: bits past max_consumers, for unattached slots,
+                    // and in the unused high halves of the masks.
+                    ctl.set<std::uint64_t>(offsetof(ControlHeader, active),
+                                           ctl.get<std::uint64_t>(offsetof(ControlHeader, active)) |
+                                               stray_slots | (std::uint64_t{1} << 40));
+                    ctl.set<std::uint64_t>(offsetof(ControlHeader, attached),
+                                           ctl.get<std::uint64_t>(offsetof(ControlHeader, attached)) |
+                                               stray_slots);
+                    for (std::uint32_t i = 0; i < o.capacity; ++i) {
+                        const std::size_t s = l.state_offset + i * sizeof(detail::StateWord);
+                        ctl.set<std::uint64_t>(s, ctl.get<std::uint64_t>(s) | detail::held_bit(31) |
+                                                      detail::queued_bit(3) | detail::held_bit(2));
+                    }
+                }
+                Buffer b = prod.acquire(2s); // Timeout would fail the test
+                fill_pattern(b.data(), b.nbytes(), static_cast<std::uint64_t>(round));
+                prod.publish(std::move(b));
+                if (cons) {
+                    Frame f = cons->receive(2s);
+                    CHECK(has_pattern(f.data(), f.nbytes(), static_cast<std::uint64_t>(round)));
+                }
+            }
+            CHECK_EQ(prod.stats().consumers, with_consumer ? 1u : 0u);
+        }
+    }
+}
+
+// Issue 8, item 6: statistics a peer can write never take part in arithmetic that overflows
+// (UBSan checks this under the sanitizer build), and a zero dimension cannot hide huge ones.
+BIPS_TEST(hostile_statistics_and_shapes_stay_defined) {
+    const std::string name = unique_name();
+    PoolOptions o = small_pool(2, 64);
+    Producer prod(name, o);
+    Consumer cons(name);
+    const auto l = layout_of(o, prod.buffer_size());
+    Scribbler pool(shm_path(name));
+    for (std::int64_t v : {INT64_MIN, INT64_MAX, std::int64_t{-1}, std::int64_t{1}}) {
+        pool.set<std::int64_t>(offsetof(PoolHeader, last_publish_ns), v);
+        pool.set<std::uint64_t>(offsetof(PoolHeader, rate_mfps), static_cast<std::uint64_t>(v));
+        PoolInfo info = pool_info(name);
+        CHECK(info.fps >= 0.0);
+        for (int k = 0; k < 3; ++k) {
+            publish_pattern(prod, static_cast<std::uint64_t>(k)); // the rate window is ours
+            Frame f = cons.receive(1s);
+            CHECK(has_pattern(f.data(), f.nbytes(), static_cast<std::uint64_t>(k)));
+        }
+    }
+    // A descriptor whose shape has a zero then two 2^62 dimensions: not viewable, so the frame
+    // is handed out as flat bytes, never with strides that overflow.
+    Buffer b = prod.acquire(1s);
+    const std::uint32_t idx = b.index();
+    fill_pattern(b.data(), b.nbytes(), 7);
+    prod.publish(std::move(b));
+    Frame f = cons.receive(1s);
+    CHECK_EQ(f.index(), idx);
+    CHECK_EQ(f.nbytes(), 64u);
+    std::int64_t dims[3] = {0, std::int64_t{1} << 62, std::int64_t{1} << 62};
+    CHECK(!frame_bytes(dims, 3, UINT8, std::size_t{1} << 40).has_value());
+    std::int64_t fine[3] = {0, 4, 4};
+    CHECK_EQ(frame_bytes(fine, 3, UINT8, 64).value_or(1), 0u);
+    (void)l;
+}
+
+// Issue 8, item 5: consumers accept only pools of their own uid or root unless told otherwise.
+BIPS_TEST(consumers_check_the_pool_owner) {
+    const std::string name = unique_name();
+    Producer prod(name, small_pool(2));
+    const auto me = static_cast<std::int64_t>(::geteuid());
+    ConsumerOptions o;
+    { Consumer c(name, o); } // OWNER_SELF: our own pool
+    o.owner = me;
+    { Consumer c(name, o); }
+    o.owner = ANY_OWNER;
+    { Consumer c(name, o); }
+    o.owner = me + 4242; // a uid that does not own it
+    bool refused = false;
+    try {
+        Consumer c(name, o);
+    } catch (const std::system_error &e) {
+        refused = e.code().value() == EPERM &&
+                  std::string(e.what()).find("owner=" + std::to_string(me)) != std::string::npos;
+    }
+    CHECK(refused);
+    CHECK_EQ(prod.stats().consumers, 0u);
+}
