@@ -44,6 +44,7 @@ enum {
     PROP_IS_LIVE,
     PROP_TIMESTAMP_MODE,
     PROP_MAX_HELD,
+    PROP_OWNER,
     PROP_RECEIVED,
     PROP_COPIES,
 };
@@ -80,6 +81,7 @@ struct Settings {
     bool is_live = true;
     gint timestamp_mode = TS_AUTO;
     gint max_held = -1; // -1: half the pool's capacity; 0: no limit
+    gint64 owner = bips::OWNER_SELF;
 };
 
 // What an output buffer's memory owns: the frame, released with the memory. `held` counts the
@@ -183,6 +185,7 @@ static bool try_attach(GstBipsSrc *self, const Settings &s, bips::Duration wait)
     opt.latest = s.latest;
     opt.reconnect = s.reconnect;
     opt.wait = wait;
+    opt.owner = s.owner;
     try {
         self->st->consumer.emplace(s.pool, opt);
     } catch (const bips::PoolNotFound &) {
@@ -620,6 +623,9 @@ static void gst_bips_src_set_property(GObject *object, guint prop_id, const GVal
     case PROP_MAX_HELD:
         s.max_held = g_value_get_int(value);
         break;
+    case PROP_OWNER:
+        s.owner = g_value_get_int64(value);
+        break;
     default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
         break;
@@ -663,6 +669,9 @@ static void gst_bips_src_get_property(GObject *object, guint prop_id, GValue *va
         break;
     case PROP_MAX_HELD:
         g_value_set_int(value, s.max_held);
+        break;
+    case PROP_OWNER:
+        g_value_set_int64(value, s.owner);
         break;
     default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
@@ -737,6 +746,12 @@ static void gst_bips_src_class_init(GstBipsSrcClass *klass) {
                          "filesink batching writes) cannot starve the producer of buffers. "
                          "-1 = half the pool's capacity, 0 = no limit",
                          -1, G_MAXINT, -1, rw));
+    g_object_class_install_property(
+        gobject_class, PROP_OWNER,
+        g_param_spec_int64("owner", "Owner",
+                           "Whose pools to accept: -1 = this user's or root's, -2 = anyone's, "
+                           "or a uid (see docs/security.md)",
+                           bips::ANY_OWNER, G_MAXUINT32, bips::OWNER_SELF, rw));
     g_object_class_install_property(
         gobject_class, PROP_RECEIVED,
         g_param_spec_uint64("received", "Received", "Frames received since the element started", 0,

@@ -109,7 +109,7 @@ def to_image_array(frame: bips.Frame) -> Any:
     )
 
 
-def snapshot(name: str, path: str, timeout: float) -> None:
+def snapshot(name: str, path: str, timeout: float, owner: int | str | None = None) -> None:
     """Receives the next frame of pool `name` and saves it to `path` (format from the
     extension). Raises SnapshotError, bips.Timeout, bips.ProducerGone, bips.Error."""
     try:
@@ -119,7 +119,7 @@ def snapshot(name: str, path: str, timeout: float) -> None:
             "saving images needs Pillow: pip install 'bips[image]' (or pip install Pillow)"
         ) from None
     try:
-        cons = bips.Consumer(name, timeout=timeout)
+        cons = bips.Consumer(name, timeout=timeout, owner=owner)
     except bips.Timeout:
         raise SnapshotError(f"no pool named '{name}' appeared within {timeout:g} s") from None
     with cons:

@@ -244,7 +244,7 @@ class _TapStats:
 def _cmd_tap(args: argparse.Namespace) -> int:
     timeout = args.timeout
     try:
-        cons = bips.Consumer(args.name, timeout=timeout, latest=args.latest)
+        cons = bips.Consumer(args.name, timeout=timeout, latest=args.latest, owner=args.owner)
     except bips.Timeout:
         raise CliError(f"no pool named '{args.name}' appeared within {timeout:g} s") from None
     with cons:
@@ -302,7 +302,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     from bips._cli_snapshot import SnapshotError, snapshot
 
     try:
-        snapshot(args.name, args.output, timeout=args.timeout)
+        snapshot(args.name, args.output, timeout=args.timeout, owner=args.owner)
     except SnapshotError as e:
         raise CliError(str(e)) from None
     except bips.Timeout:
@@ -331,6 +331,27 @@ def _positive(text: str) -> float:
     if not v > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
     return v
+
+
+def _owner(text: str) -> int | str:
+    if text == "any":
+        return text
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a uid or 'any', not {text}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a uid >= 0 or 'any', not {text}")
+    return v
+
+
+def _owner_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--owner",
+        type=_owner,
+        default=None,
+        help="accept a pool of this uid ('any': of anyone); default: yours or root's",
+    )
 
 
 def _count(text: str) -> int:
@@ -398,6 +419,7 @@ def _parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds to wait for the pool, and for each frame (default 5)",
     )
+    _owner_option(p)
     p.set_defaults(func=_cmd_tap)
 
     p = sub.add_parser("snapshot", help="save the next frame as an image (PNG, ...)")
@@ -406,6 +428,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=_positive, default=5.0, help="seconds to wait for a frame (default 5)"
     )
+    _owner_option(p)
     p.set_defaults(func=_cmd_snapshot)
 
     p = sub.add_parser("clean", help="remove pools whose processes are all dead")
