@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "posix/file.hpp"
+#include "posix/sigbus.hpp"
 
 #include <climits>
 #include <ctime>
@@ -93,6 +94,7 @@ Mapping::Mapping(int fd, std::size_t length, off_t offset, int prot, const std::
     if (p == MAP_FAILED)
         throw_errno("mmap(" + what + ")");
     m_addr = static_cast<std::byte *>(p);
+    m_guard = sigbus_guard(p, length, prot);
 }
 
 Mapping Mapping::anonymous(std::size_t length, const std::string &what) {
@@ -126,24 +128,32 @@ Mapping Mapping::copy_of(int fd, std::size_t length, off_t offset, const std::st
 Mapping::Mapping(Mapping &&other) noexcept : m_addr(other.m_addr), m_length(other.m_length) {
     other.m_addr = nullptr;
     other.m_length = 0;
+    m_guard = other.m_guard;
+    other.m_guard = -1;
 }
 
 Mapping &Mapping::operator=(Mapping &&other) noexcept {
     if (this != &other) {
+        sigbus_unguard(m_guard); // before munmap: see sigbus_unguard()
         if (m_addr)
             ::munmap(m_addr, m_length);
         m_addr = other.m_addr;
         m_length = other.m_length;
+        m_guard = other.m_guard;
         other.m_addr = nullptr;
         other.m_length = 0;
+        other.m_guard = -1;
     }
     return *this;
 }
 
 Mapping::~Mapping() {
+    sigbus_unguard(m_guard); // before munmap: see sigbus_unguard()
     if (m_addr)
         ::munmap(m_addr, m_length);
 }
+
+bool Mapping::lost() const noexcept { return sigbus_lost(m_guard); }
 
 int futex_wait(std::atomic<std::uint32_t> *word, std::uint32_t expected, Duration timeout) noexcept {
     auto ns = timeout.count();

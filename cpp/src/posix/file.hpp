@@ -83,12 +83,13 @@ public:
 
     std::byte *data() const noexcept { return m_addr; }
     std::size_t size() const noexcept { return m_length; }
-    // TEMP until the SIGBUS guard lands: never lost.
-    bool lost() const noexcept { return false; }
+    /// The file under this mapping shrank; its contents were replaced by zero pages.
+    bool lost() const noexcept;
 
 private:
     std::byte *m_addr = nullptr;
     std::size_t m_length = 0;
+    int m_guard = -1; // posix/sigbus.hpp: survives a peer's ftruncate()
 };
 
 /// Sleeps while *word == expected, at most `timeout` (which must be > 0). Returns 0 when woken or
