@@ -106,6 +106,8 @@ public:
 
     bool try_take(Frame &out) {
         m_seg->check_not_inherited();
+        if (m_seg->lost())
+            return false; // producer_gone() says so; nothing here is worth reading
         const std::uint32_t cap = m_seg->params().capacity;
         const std::uint64_t qb = queued_bit(m_slot);
         if (!m_latest) {
@@ -116,7 +118,7 @@ public:
                 m_seg->desc(i)->seq.load(std::memory_order_relaxed) == next && take(i)) {
                 if (m_seg->desc(i)->seq.load(std::memory_order_acquire) == next) {
                     fill(out, i);
-                    return true;
+                    return !lost_frame(out);
                 }
                 put_back(i);
             }
@@ -154,9 +156,22 @@ public:
             if (m_latest)
                 skip_older_than(best, best_seq);
             fill(out, best);
-            return true;
+            return !lost_frame(out);
         }
         return false;
+    }
+
+    /// Sets this slot's bits again if a peer cleared them (we hold the slot lock, so the slot is
+    /// ours): without them the producer would stop queueing frames for us.
+    void reassert() noexcept {
+        if (m_stopped.load(std::memory_order_relaxed) || m_seg->inherited())
+            return;
+        ControlHeader *c = m_seg->ctl();
+        const std::uint64_t qb = queued_bit(m_slot);
+        if (!(c->attached.load(std::memory_order_relaxed) & qb))
+            c->attached.fetch_or(qb, std::memory_order_seq_cst);
+        if (!(c->active.load(std::memory_order_relaxed) & qb) && !m_stopped.load(std::memory_order_seq_cst))
+            c->active.fetch_or(qb, std::memory_order_seq_cst);
     }
 
     /// True if a frame is queued for this slot (nothing is taken).
@@ -254,6 +269,14 @@ private:
         if (m_stopped.load(std::memory_order_seq_cst) &&
             (state.fetch_and(~qb, std::memory_order_seq_cst) & ~qb) == 0)
             m_seg->buffer_freed();
+    }
+
+    // A frame read while a peer truncated the files holds zero pages, not what was published.
+    bool lost_frame(Frame &out) noexcept {
+        if (!m_seg->lost())
+            return false;
+        out.release();
+        return true;
     }
 
     // latest=true: give back every queued frame older than the one we keep.
@@ -515,8 +538,10 @@ bool Consumer::State::next(Clock::time_point deadline, bool wait, Frame *out) {
     for (;;) {
         std::int64_t now_ns = posix::monotonic_ns();
         bool check = now_ns - st.last_check_ns.load(std::memory_order_relaxed) >= detail::LIVENESS_INTERVAL_NS;
-        if (check)
+        if (check) {
             st.last_check_ns.store(now_ns, std::memory_order_relaxed);
+            att->reassert();
+        }
         if (att->producer_gone(check)) {
             const bool lost = att->segment().lost(); // truncated: nothing left worth draining
             if (!lost && got())

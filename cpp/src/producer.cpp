@@ -110,6 +110,9 @@ void ProducerCore::maybe_sweep(std::int64_t now_ns, bool force, bool may_wait) {
         return;
     if (!m_last_sweep_ns.compare_exchange_strong(last, now_ns, std::memory_order_relaxed))
         return; // another thread is sweeping
+    // A peer may have zeroed or scribbled the headers (truncate + re-extend): new consumers
+    // must still be able to attach.
+    m_seg->restore_headers();
     // try_acquire() never blocks: one attempt at the control lock, the next sweep is 100 ms away.
     m_seg->sweep_dead(may_wait ? std::chrono::milliseconds(5) : Duration{0});
 }

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <climits>
+#include <cstddef>
 #include <mutex>
 #include <pthread.h>
 #include <set>
@@ -302,6 +303,27 @@ void Segment::check_not_lost() const {
                           "Close this handle; a new producer re-creates the pool");
 }
 
+bool Segment::restore_headers() noexcept {
+    if (!m_header_image || inherited() || lost())
+        return false;
+    bool restored = false;
+    auto *h = reinterpret_cast<unsigned char *>(header());
+    if (std::memcmp(h, m_header_image.get(), offsetof(PoolHeader, ready)) != 0) {
+        std::memcpy(h, m_header_image.get(), offsetof(PoolHeader, ready));
+        restored = true;
+    }
+    if (header()->ready.load(std::memory_order_relaxed) != 1) {
+        header()->ready.store(1, std::memory_order_release);
+        restored = true;
+    }
+    auto *c = reinterpret_cast<unsigned char *>(ctl());
+    if (std::memcmp(c, m_ctl_header_image.get(), offsetof(ControlHeader, active)) != 0) {
+        std::memcpy(c, m_ctl_header_image.get(), offsetof(ControlHeader, active));
+        restored = true;
+    }
+    return restored;
+}
+
 std::string shm_name_for(const std::string &name) {
     validate_name(name);
     return "/bips." + name;
@@ -428,6 +450,10 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
             ch->header_size = sizeof(ControlHeader);
             ch->instance_id = seg->m_instance_id;
             ch->ctl_size = l.ctl_size;
+            seg->m_header_image.reset(new unsigned char[offsetof(PoolHeader, ready)]);
+            std::memcpy(seg->m_header_image.get(), h, offsetof(PoolHeader, ready));
+            seg->m_ctl_header_image.reset(new unsigned char[offsetof(ControlHeader, active)]);
+            std::memcpy(seg->m_ctl_header_image.get(), ch, offsetof(ControlHeader, active));
             // Last: an opener that reads ready == 1 finds both files complete.
             h->ready.store(1, std::memory_order_release);
             seg->m_stat = st;

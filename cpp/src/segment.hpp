@@ -104,6 +104,10 @@ public:
     bool lost() const noexcept { return m_head.lost() || m_payload.lost() || m_ctl.lost(); }
     /// Throws CorruptPool when lost().
     void check_not_lost() const;
+    /// Producer: writes back the immutable parts of both headers if something (a truncated and
+    /// re-extended file, a scribbling peer) changed them, so that new consumers can attach
+    /// again. Returns true if anything had to be restored.
+    bool restore_headers() noexcept;
     /// The slots whose bits are valid in shared words (everything else is a stray).
     std::uint64_t valid_slots() const noexcept { return slots_mask(m_params.max_consumers); }
 
@@ -163,6 +167,9 @@ private:
     posix::Mapping m_ctl;     // control file
     Params m_params;
     std::uint64_t m_instance_id = 0;
+    // Producer: what it wrote into the immutable parts of the two headers.
+    std::unique_ptr<unsigned char[]> m_header_image;
+    std::unique_ptr<unsigned char[]> m_ctl_header_image;
     std::uint64_t m_fork_generation = 0;
 };
 

@@ -211,3 +211,79 @@ BIPS_TEST(consumers_check_the_pool_owner) {
     CHECK(refused);
     CHECK_EQ(prod.stats().consumers, 0u);
 }
+
+// Issue 8, item 3: a peer truncates either file of a live pool. Nobody dies of SIGBUS: the
+// producer and the consumer report CorruptPool, the inspectors an error, a reconnecting consumer
+// follows the next producer, and a new producer on the name works normally.
+BIPS_TEST(truncated_pool_files_kill_nobody) {
+    for (const char *which : {"pool", "ctl", "both"}) {
+        const std::string name = unique_name();
+        std::optional<Producer> prod(std::in_place, name, small_pool(3, 4096));
+        Consumer cons(name);
+        ConsumerOptions ro;
+        ro.reconnect = true;
+        Consumer follower(name, ro);
+        publish_pattern(*prod, 1);
+        Frame held = cons.receive(1s);
+        CHECK(has_pattern(held.data(), held.nbytes(), 1));
+        (void)follower.receive(1s);
+        const std::string w = which;
+        if (w != "ctl")
+            REQUIRE(::truncate(shm_path(name).c_str(), 0) == 0);
+        if (w != "pool")
+            REQUIRE(::truncate(ctl_path(name).c_str(), 0) == 0);
+        // The held view stays readable (zero pages now); nobody is killed touching it.
+        unsigned sum = 0;
+        for (std::size_t k = 0; k < held.nbytes(); ++k)
+            sum += static_cast<unsigned>(held.data()[k]);
+        (void)sum;
+        held.release();
+        // The producer notices at its next call at the latest after touching the pool.
+        bool producer_refused = false;
+        for (int k = 0; k < 5 && !producer_refused; ++k) {
+            try {
+                Buffer b = prod->acquire(200ms);
+                std::memset(b.data(), 7, b.nbytes());
+                prod->publish(std::move(b));
+            } catch (const CorruptPool &) {
+                producer_refused = true;
+            } catch (const Timeout &) {
+            }
+        }
+        CHECK(producer_refused);
+        bool consumer_refused = false;
+        for (int k = 0; k < 5 && !consumer_refused; ++k) {
+            try {
+                (void)cons.try_receive_for(100ms);
+            } catch (const CorruptPool &) {
+                consumer_refused = true;
+            }
+        }
+        CHECK(consumer_refused);
+        try {
+            (void)pool_info(name); // pread: an error or a description, never a signal
+        } catch (const Error &) {
+        }
+        for (const auto &p : list_pools())
+            (void)p;
+        prod.reset(); // unlinks what is still under the name
+        // A new producer on the same name works, and the reconnecting consumer finds it.
+        Producer fresh(name, small_pool(3, 4096));
+        // The follower reconnects while it waits for a frame.
+        CHECK(wait_until(
+            [&] {
+                (void)follower.try_receive_for(10ms);
+                return fresh.stats().consumers >= 1;
+            },
+            5000ms));
+        for (std::uint64_t k = 10; k < 20; ++k) {
+            publish_pattern(fresh, k);
+            auto f = follower.try_receive_for(2s);
+            if (!f)
+                fail(__FILE__, __LINE__, std::string(which) + ": the follower got nothing");
+            REQUIRE(f.has_value());
+            CHECK(has_pattern(f->data(), f->nbytes(), k));
+        }
+        CHECK(follower.stats().reconnects >= 1u);
+    }
+}
