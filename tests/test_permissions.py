@@ -219,3 +219,91 @@ def test_read_only_access_is_not_enough(pool_name: str) -> None:
         r = run_as_other_user(lambda: bips.pool_info(pool_name).capacity)
         assert r.get("ok") == 2 or r.get("exc") == "PermissionError", r
         assert prod.stats.consumers == 0
+
+
+# --- what another user can and cannot change (issue 8, item 5) -------------------------------
+
+
+@needs_root
+def test_other_user_cannot_alter_what_consumers_receive(pool_name: str) -> None:
+    """0o666: another user may consume, and may write the control file, but cannot open the pool
+    file (pixels, metadata, descriptors, `closed`) for writing, nor shrink it."""
+    with bips.Producer(pool_name, capacity=2, buffer_size=8, meta_size=8, mode=0o666) as prod:
+        path = pool_path(pool_name)
+
+        def attack() -> Any:
+            out = {}
+            for what, fn in (
+                ("open_pool_rw", lambda: os.close(os.open(path, os.O_RDWR))),
+                ("truncate_pool", lambda: os.truncate(path, 0)),
+                ("open_ctl_rw", lambda: os.close(os.open(path + "@ctl", os.O_RDWR))),
+            ):
+                try:
+                    fn()
+                    out[what] = "ok"
+                except OSError as e:
+                    out[what] = e.errno
+            return out
+
+        r = run_as_other_user(attack)
+        assert r.get("ok") == {"open_pool_rw": 13, "truncate_pool": 13, "open_ctl_rw": "ok"}, r
+        buf = prod.acquire(timeout=1.0)
+        buf.numpy()[:] = 5
+        prod.publish(buf)  # nobody attached: the pool still works
+        assert os.stat(path).st_size > 0
+
+
+@needs_root
+def test_name_squatted_by_another_user_is_explained(pool_name: str) -> None:
+    """A file of another user under the name: the producer says who owns it and how to fix it,
+    instead of "the name kept changing under us"."""
+    path = pool_path(pool_name)
+    for mode in (0o644, 0o600):
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
+        os.close(fd)
+        os.chmod(path, mode)
+        try:
+            r = run_as_other_user(
+                lambda: repr(bips.Producer(pool_name, capacity=2, buffer_size=8, mode=0o666))
+            )
+            assert r.get("exc") == "PermissionError", r
+            assert r["errno"] == 1, r
+            assert "uid 0" in r["msg"] and "bips clean" in r["msg"] and pool_name in r["msg"], r
+        finally:
+            os.unlink(path)
+
+
+@needs_root
+def test_consumers_accept_other_owners_only_when_told(pool_name: str) -> None:
+    """A pool of uid 65534: refused by default (the owner is neither us nor root), accepted with
+    owner=65534 or owner="any"."""
+    code = r"""
+import os
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+prod = bips.Producer(sys.argv[1], capacity=4, buffer_size=8, mode=0o666)
+emit(up=True)
+deadline = time.monotonic() + 30
+seq = 0
+while time.monotonic() < deadline and seq < 2000:
+    buf = prod.try_acquire()
+    if buf is None:
+        time.sleep(0.01)
+        continue
+    buf.numpy()[:] = seq % 256
+    prod.publish(buf)
+    seq += 1
+    time.sleep(0.01)
+"""
+    with child(code, pool_name) as proc:
+        assert read_message(proc, 30.0) == {"up": True}
+        with pytest.raises(PermissionError, match="owner=65534"):
+            bips.Consumer(pool_name, timeout=2.0)
+        for owner in (NOBODY, "any"):
+            with bips.Consumer(pool_name, timeout=5.0, owner=owner) as cons:
+                with cons.receive(timeout=5.0) as f:
+                    assert f.numpy().shape == (8,)
+        with pytest.raises(bips.InvalidArgument):
+            bips.Consumer(pool_name, owner=-3)
+        proc.kill()
+        reap(proc, 10.0)
+    bips.remove_stale_pool(pool_name)
