@@ -34,6 +34,7 @@ FRAMES = 50  # through the fresh pool at the end
 CHECK_BUDGET = 5.0  # seconds for those frames
 OVERRUN = 5.0  # a child still running this long after its end has hung, and is killed
 SEED = int(os.environ.get("BIPS_FUZZ_SEED") or time.strftime("%Y%m%d"))
+FAULTHANDLER = {"PYTHONFAULTHANDLER": "1"}  # a Python child killed by a signal says where
 
 # argv: name, seconds. Reads every frame whole (pixels and metadata) and checks nothing but that
 # it survives; errors are expected under attack, and answered by attaching again.
@@ -339,8 +340,8 @@ def test_hostile_peer_cannot_crash_or_wedge_a_pool(fuzz_peer: Path, pool_name: s
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             ),
-            "Python consumer 1": spawn_python(CONSUMER, pool_name, SECONDS),
-            "Python consumer 2": spawn_python(CONSUMER, pool_name, SECONDS),
+            "Python consumer 1": spawn_python(CONSUMER, pool_name, SECONDS, env=FAULTHANDLER),
+            "Python consumer 2": spawn_python(CONSUMER, pool_name, SECONDS, env=FAULTHANDLER),
         }
         procs += chaos.values()
         end = time.monotonic() + SECONDS
@@ -348,7 +349,7 @@ def test_hostile_peer_cannot_crash_or_wedge_a_pool(fuzz_peer: Path, pool_name: s
         # that it hits a pool in use; it ends with the others.
         wait_until(lambda: traffic_flows(pool_name), timeout=5.0)
         attack_s = max(1.0, end - time.monotonic())
-        chaos["Python hostile"] = spawn_python(HOSTILE, pool_name, attack_s, SEED)
+        chaos["Python hostile"] = spawn_python(HOSTILE, pool_name, attack_s, SEED, env=FAULTHANDLER)
         procs.append(chaos["Python hostile"])
         problems += judge(chaos, end + OVERRUN)
 
