@@ -24,9 +24,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching to another 
 
 def mode_of(name: str) -> int:
     """The pool's mode, as its control file carries it; the pool file (written by the producer
-    alone) has the same mode without the group and other write bits."""
+    alone, through its own descriptor) has the same mode without any write bit."""
     mode = stat.S_IMODE(os.stat(pool_path(name) + "@ctl").st_mode)
-    assert stat.S_IMODE(os.stat(pool_path(name)).st_mode) == mode & ~0o022
+    assert stat.S_IMODE(os.stat(pool_path(name)).st_mode) == mode & ~0o222
     return mode
 
 

@@ -376,8 +376,10 @@ posix::File create_ctl(const std::string &name, const std::string &ctl_shm, mode
 std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOptions &options) {
     const std::string shm = shm_name_for(name), ctl_shm = ctl_shm_name_for(name);
     Params p = make_params(options);
-    // Consumers only read the pool file: nobody but the producer's user may write it.
-    const mode_t pool_mode = p.mode & ~mode_t{022};
+    // Nobody writes the pool file but the producer, through the descriptor it creates it with:
+    // no write bit at all, so that not even a careless process of the same user opens it for
+    // writing (only root, or one that chmods it first, could).
+    const mode_t pool_mode = p.mode & ~mode_t{0222};
     for (int attempt = 0; attempt < 100; ++attempt) {
         posix::File f = posix::shm_open_file(shm, O_RDWR | O_CREAT | O_EXCL, pool_mode, EEXIST);
         if (f) {

@@ -22,10 +22,12 @@ using bips::detail::PoolHeader;
 
 namespace {
 
-/// A read-write mapping of one of a pool's files, as a hostile peer of the same uid makes it.
+/// A read-write mapping of one of a pool's files, as a hostile peer of the same uid makes it
+/// (the pool file has no write bit: such a peer chmods it first).
 class Scribbler {
   public:
     explicit Scribbler(const std::string &path) {
+        REQUIRE(::chmod(path.c_str(), 0600) == 0);
         m_fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
         REQUIRE(m_fd >= 0);
         struct stat st{};

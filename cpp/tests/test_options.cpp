@@ -113,7 +113,7 @@ BIPS_TEST(producer_and_consumer_see_pool_parameters) {
     struct stat st{};
     REQUIRE(::stat(shm_path(name).c_str(), &st) == 0);
     // Not narrowed by the umask; the pool file is written by the producer alone.
-    CHECK_EQ(st.st_mode & 0777, 0640u);
+    CHECK_EQ(st.st_mode & 0777, 0440u);
     REQUIRE(::stat((shm_path(name) + "@ctl").c_str(), &st) == 0);
     CHECK_EQ(st.st_mode & 0777, 0660u);
 
