@@ -97,19 +97,35 @@ std::vector<PoolInfo> list_pools() {
     if (!dir)
         return out;
     std::vector<std::string> names;
+    std::vector<std::string> ctl_names; // control files, by pool name
+    const std::string suffix = detail::CTL_SUFFIX;
     while (dirent *e = ::readdir(dir.get())) {
         std::string n = e->d_name;
         if (n.rfind("bips.", 0) != 0)
             continue;
         n = n.substr(5);
+        std::vector<std::string> *into = &names;
+        if (n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0) {
+            n.resize(n.size() - suffix.size());
+            into = &ctl_names;
+        }
         try {
             validate_name(n);
         } catch (const InvalidArgument &) {
             continue;
         }
-        names.push_back(n);
+        into->push_back(n);
     }
+    // A control file whose pool file is gone: the remains of a producer that died between
+    // removing the two. `bips clean` removes it.
     std::sort(names.begin(), names.end());
+    for (const auto &n : ctl_names)
+        if (!std::binary_search(names.begin(), names.end(), n)) {
+            PoolInfo info;
+            info.name = n;
+            info.error = "control file without its pool file (its producer died)";
+            out.push_back(info);
+        }
     for (const auto &n : names) {
         try {
             detail::OpenStatus status;
@@ -130,6 +146,8 @@ std::vector<PoolInfo> list_pools() {
             out.push_back(info);
         }
     }
+    std::sort(out.begin(), out.end(),
+              [](const PoolInfo &a, const PoolInfo &b) { return a.name < b.name; });
     return out;
 }
 

@@ -647,3 +647,39 @@ BIPS_TEST(garbage_descriptors_stay_in_bounds) {
     }
     CHECK(frames >= 40u * s.capacity / 2);
 }
+
+// A control file left without its pool file (a producer killed between removing the two): listed
+// with an error, removed by remove_stale_pool (`bips clean`); a foreign file there is left alone.
+BIPS_TEST(orphan_control_files_are_listed_and_removable) {
+    const std::string name = unique_name();
+    ScopedUnlink cleanup(name);
+    Image img = valid_image();
+    int fd = ::open(ctl_path(name).c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, img.ctl.data(), img.ctl.size()) == static_cast<ssize_t>(img.ctl.size()));
+    ::close(fd);
+    bool listed = false;
+    for (const auto &p : list_pools())
+        listed |= p.name == name && !p.error.empty();
+    CHECK(listed);
+    CHECK_THROWS_AS(Consumer(name), PoolNotFound);
+    CHECK(remove_stale_pool(name));
+    CHECK(!ctl_exists(name));
+
+    fd = ::open(ctl_path(name).c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, "not bips", 8) == 8);
+    ::close(fd);
+    CHECK_THROWS_AS(remove_stale_pool(name), CorruptPool);
+    CHECK(ctl_exists(name));
+    // A producer takes the name over: the control file of a dead instance (or a stranger's
+    // file of our own uid) under its control name is replaced.
+    {
+        Producer prod(name, small_pool(2));
+        Consumer cons(name);
+        publish_pattern(prod, 3);
+        Frame f = cons.receive(1s);
+        CHECK(has_pattern(f.data(), f.nbytes(), 3));
+    }
+    CHECK(!ctl_exists(name));
+}
