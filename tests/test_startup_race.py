@@ -210,7 +210,7 @@ def make_party(role: str, base: str) -> Party:
 
 
 def _failed(failures: list[str], rounds: int) -> str:
-    bad = {f.split(",")[0] for f in failures}
+    bad = {f.split(",")[0] for f in failures if f.startswith("round ")}
     head = f"{len(bad)} of {rounds} rounds failed ({BUSY_LOOPS} busy loops)"
     return head + "\n\n" + "\n".join(failures[:6])
 
@@ -237,7 +237,8 @@ def _round_in_threads(parties: dict[str, Party], i: int) -> dict[str, str]:
                         others_done.set()
 
     threads = [
-        threading.Thread(target=body, args=rp, name=f"{rp[0]}-{i}") for rp in parties.items()
+        threading.Thread(target=body, args=rp, name=f"{rp[0]}-{i}", daemon=True)
+        for rp in parties.items()
     ]
     for t in threads:
         t.start()
