@@ -22,7 +22,7 @@ using namespace bips::test;
 
 namespace {
 
-constexpr std::uint32_t ROUNDS = 300 / SLOWDOWN;
+constexpr std::uint32_t ROUNDS = 300 / SLOWDOWN; // TSan runs several times slower
 constexpr std::uint32_t MAX_FAILED_ROUNDS = 20; // enough to say how often; then stop
 constexpr auto WAIT = 5000ms * SLOWDOWN;        // every wait of a party
 constexpr unsigned BUSY_LOOPS = 2;
