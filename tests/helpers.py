@@ -3,9 +3,10 @@
 
 API (everything else in this file is private)::
 
-    proc = spawn_python(code, *args, env=None, python=None)
+    proc = spawn_python(code, *args, env=None, python=None, stdin=False)
                                                  # python (default sys.executable) -c PRELUDE + code,
-                                                 # args in sys.argv[1:]
+                                                 # args in sys.argv[1:]; stdin=True: proc.stdin is
+                                                 # a pipe (else /dev/null)
     msg = read_message(proc, timeout=5.0)        # next JSON line the child emit()ted -> dict
                                                  # (ChildError if the child exits or times out first)
     rc, out, err = reap(proc, timeout=5.0)       # wait up to timeout, then SIGKILL; always waits
@@ -137,19 +138,20 @@ class ChildError(AssertionError):
 
 
 def spawn_python(
-    code: str, *args: Any, env: dict | None = None, python: str | None = None
+    code: str, *args: Any, env: dict | None = None, python: str | None = None, stdin: bool = False
 ) -> subprocess.Popen[bytes]:
     """Starts ``python -c PRELUDE + code`` (``sys.executable`` unless another interpreter, say a
     virtual environment's, is given) with ``args`` (converted with ``str``) in ``sys.argv[1:]``.
     stdout and stderr are pipes; read stdout with ``read_message`` and always finish with
-    ``reap`` (or use ``child``). ``env`` is merged over ``os.environ``."""
+    ``reap`` (or use ``child``). ``env`` is merged over ``os.environ``. stdin is /dev/null, or
+    with ``stdin=True`` a pipe the test writes to (``proc.stdin``; flush after writing)."""
     full_env = dict(os.environ)
     full_env["PYTHONUNBUFFERED"] = "1"
     if env:
         full_env.update(env)
     proc = subprocess.Popen(
         [python or sys.executable, "-c", PRELUDE + "\n" + code, *map(str, args)],
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=full_env,

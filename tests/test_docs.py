@@ -13,6 +13,11 @@ Conventions for writing the guide (docs/*.md):
 - Pool names in runnable blocks are ``cam0``, ``cam1``, ... (quoted literals ``"camN"``): the test
   rewrites them to names unique to this run, so runs never collide and the suite's leak check
   (conftest) covers them. Every block must exit 0 and leave nothing in /dev/shm.
+- Every wait in a block has a deadline (a loop waiting for a consumer, a frame or a pool raises
+  after a few seconds; blocking calls get a timeout), so a block that goes wrong fails on its own
+  within seconds. As a backstop, a block still running after SNIPPET_TIMEOUT seconds is stopped:
+  a python block first with SIGABRT, which makes it print every thread's stack (it runs with
+  ``-X faulthandler``), then everything it started (its process group) with SIGKILL.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -36,7 +42,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = sorted(DOCS.glob("*.md")) if DOCS.is_dir() else []
 FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 POOL_LITERAL = re.compile(r"""(["'])(cam\d+)\1""")
-SNIPPET_TIMEOUT = 120.0
+SNIPPET_TIMEOUT = 60.0  # the slowest block takes a few seconds; its own deadlines are <= 10 s
 
 needs_docs = pytest.mark.skipif(not PAGES, reason=f"no {DOCS} (tests run outside a checkout)")
 
@@ -142,12 +148,54 @@ def _prepare(snippet: Snippet) -> str:
     return POOL_LITERAL.sub(lambda m: f"{m.group(1)}{prefix}{m.group(2)}{m.group(1)}", snippet.code)
 
 
-def _check(snippet: Snippet, proc: subprocess.CompletedProcess[str]) -> None:
+def _run(snippet: Snippet, cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    """Runs a block in its own process group; fails the test if it exits non-zero or runs past
+    SNIPPET_TIMEOUT (then it is stopped, and whatever it started with it). A python block is
+    asked for its stacks first."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=SNIPPET_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        if snippet.lang == "python":
+            proc.send_signal(signal.SIGABRT)  # -X faulthandler: prints every thread's stack
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        _kill_group(proc)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # a process outside the group holds the pipes
+            out, err = "<unavailable>", "<unavailable>"
+        pytest.fail(
+            f"{snippet.id} still ran after {SNIPPET_TIMEOUT:.0f} s and was killed: a wait without"
+            f" a deadline?\n--- code\n{snippet.code}\n--- stdout\n{out}\n--- stderr (the stacks"
+            f" at the time)\n{err}"
+        )
+    finally:
+        _kill_group(proc)  # what the block started and left behind
     if proc.returncode != 0:
         pytest.fail(
             f"{snippet.id} exited with {proc.returncode}\n--- code\n{snippet.code}\n"
-            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            f"--- stdout\n{out}\n--- stderr\n{err}"
         )
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nobody left in it
+    proc.wait()
 
 
 @needs_docs
@@ -157,20 +205,7 @@ def test_python_snippet(snippet: Snippet, tmp_path: Path) -> None:
     path = tmp_path / "snippet.py"
     path.write_text(code, encoding="utf-8")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-W", "error", str(path)],
-            check=False,
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=SNIPPET_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"{snippet.id} ran longer than {SNIPPET_TIMEOUT} s\n{e.stdout}\n{e.stderr}")
-    _check(snippet, proc)
+    _run(snippet, [sys.executable, "-X", "faulthandler", "-W", "error", str(path)], tmp_path, env)
 
 
 @needs_docs
@@ -188,19 +223,7 @@ def test_cpp_snippet(snippet: Snippet, tmp_path: Path) -> None:
     flags = run(["pkg-config", "--cflags", "--libs", "bips"], timeout=30, env=env).stdout.split()
     exe = tmp_path / src.stem
     run([cxx, "-O1", "-Wall", "-Wextra", "-Werror", str(src), "-o", str(exe), *flags], timeout=180)
-    try:
-        proc = subprocess.run(
-            [str(exe)],
-            check=False,
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=SNIPPET_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"{snippet.id} ran longer than {SNIPPET_TIMEOUT} s\n{e.stdout}\n{e.stderr}")
-    _check(snippet, proc)
+    _run(snippet, [str(exe)], tmp_path)
 
 
 # --- the guide as a whole ------------------------------------------------------------------
