@@ -376,6 +376,16 @@ void Frame::release() noexcept {
     }
 }
 
+bool Frame::intact() const noexcept {
+    if (!m_att)
+        return false;
+    // Reads of the data come before the seq check (a seqlock reader); the producer marks the
+    // descriptor before it writes into a buffer again (ProducerCore::make_buffer).
+    std::atomic_thread_fence(std::memory_order_acquire);
+    const detail::Segment &seg = m_att->segment();
+    return !seg.lost() && seg.desc(m_index)->seq.load(std::memory_order_acquire) == m_seq;
+}
+
 const std::byte *Frame::meta_data() const noexcept {
     return m_att ? m_att->segment().meta(m_index) : nullptr;
 }

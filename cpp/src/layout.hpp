@@ -53,6 +53,9 @@ inline constexpr std::uint64_t slots_mask(std::uint32_t max_consumers) {
     return low | (low << 32);
 }
 
+/// FrameDesc::seq while the producer writes into the buffer (no frame has this seq).
+inline constexpr std::uint64_t WRITING_SEQ = ~std::uint64_t{0};
+
 /// Written by the producer while it owns the buffer; read by consumers after they hold it.
 struct alignas(CACHE_LINE) FrameDesc {
     std::atomic<std::uint64_t> seq;

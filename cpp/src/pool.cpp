@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <dirent.h>
+#include <unistd.h>
 #include <memory>
 
 namespace bips {
@@ -116,16 +117,23 @@ std::vector<PoolInfo> list_pools() {
         }
         into->push_back(n);
     }
-    // A control file whose pool file is gone: the remains of a producer that died between
-    // removing the two. `bips clean` removes it.
+    // A control file whose pool file is gone (removed by hand, or a crash): `bips clean`
+    // removes it.
     std::sort(names.begin(), names.end());
+    std::vector<std::string> missed;
     for (const auto &n : ctl_names)
         if (!std::binary_search(names.begin(), names.end(), n)) {
+            // The directory scan is no snapshot: a pool created meanwhile may have been missed.
+            if (::access(("/dev/shm" + detail::shm_name_for(n)).c_str(), F_OK) == 0) {
+                missed.push_back(n);
+                continue;
+            }
             PoolInfo info;
             info.name = n;
-            info.error = "control file without its pool file (its producer died)";
+            info.error = "control file without its pool file";
             out.push_back(info);
         }
+    names.insert(names.end(), missed.begin(), missed.end());
     for (const auto &n : names) {
         try {
             detail::OpenStatus status;

@@ -129,6 +129,10 @@ std::int32_t ProducerCore::wake_batch() const noexcept {
 
 Buffer ProducerCore::make_buffer(std::uint32_t index) {
     const Params &p = params();
+    // Before anything is written into the buffer: a consumer that still reads it (its bits
+    // cleared by a peer) sees Frame::intact() turn false.
+    m_seg->desc(index)->seq.store(WRITING_SEQ, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
     // Every acquisition starts from the pool's default format (validated at creation).
     Format &f = m_format[index];
     f.ndim = p.ndim;

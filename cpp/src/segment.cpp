@@ -216,10 +216,10 @@ bool unlink_if_unused(int fd, const std::string &name) {
                 anyone = posix::ofd_is_locked(ctl.get(), LOCK_SLOT_BASE + static_cast<off_t>(s));
         }
         if (!anyone && name_refers_to(shm, st)) {
-            // The pool file first: without it nobody opens the control file any more.
-            removed = ::shm_unlink(shm.c_str()) == 0;
-            if (removed && ctl && ctl_st.st_uid == st.st_uid)
+            // The control file first, as Segment::unlink_if_mine() does.
+            if (ctl && ctl_st.st_uid == st.st_uid)
                 unlink_if_same(ctl_shm, ctl_st);
+            removed = ::shm_unlink(shm.c_str()) == 0;
         }
     } catch (...) {
     }
@@ -459,24 +459,20 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
         std::strncpy(h->name, name.c_str(), sizeof(h->name) - 1);
     };
 
-    posix::File f = unnamed_file(pool_mode);
-    if (f) {
-        if (!posix::ofd_try_lock(f.get(), LOCK_PRODUCER))
-            throw Error("could not lock a fresh file for pool '" + name + "'");
-        prepare(f.get());
-    }
-    bool named = false;
+    // Owner-writable until it is named and reopened under its name (below).
+    posix::File f = unnamed_file(0600);
+    if (f && (::fchmod(f.get(), 0600) != 0 || !posix::ofd_try_lock(f.get(), LOCK_PRODUCER)))
+        f.close(); // odd file system: take the O_EXCL way
+    bool named = false, linked = false;
     for (int attempt = 0; attempt < 100 && !named; ++attempt) {
         if (f) {
             const LinkResult r = link_name(f.get(), shm);
             if (r == LinkResult::linked) {
-                named = true;
+                named = linked = true;
                 break;
             }
             if (r == LinkResult::unsupported) {
                 f.close(); // no /proc, say: fall back to creating the name with O_EXCL
-                seg->m_head = {};
-                seg->m_payload = {};
                 continue;
             }
         } else {
@@ -492,12 +488,6 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
                 // longer change under us, so one check settles it.
                 if (!name_refers_to(shm, posix::fstat_file(c.get(), shm)))
                     continue;
-                try {
-                    prepare(c.get());
-                } catch (...) {
-                    unlink_if_same(shm, posix::fstat_file(c.get(), shm));
-                    throw;
-                }
                 f = std::move(c);
                 named = true;
                 break;
@@ -534,6 +524,21 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
     // The name is ours (and locked): any control file under the control name is a dead
     // instance's. Until `ready`, openers see a pool being created.
     struct stat st = posix::fstat_file(f.get(), shm);
+    try {
+        if (linked) {
+            // Mappings of the unnamed descriptor would show as "/dev/shm/#ino (deleted)" in
+            // /proc/PID/maps and lsof: map through the name. `f` keeps the lock.
+            posix::File by_name = posix::shm_open_file(shm, O_RDWR, 0);
+            if (!same_file(posix::fstat_file(by_name.get(), shm), st))
+                throw Error("could not create pool '" + name + "': the name changed under us");
+            prepare(by_name.get());
+        } else {
+            prepare(f.get());
+        }
+    } catch (...) {
+        unlink_if_same(shm, st);
+        throw;
+    }
     posix::File c;
     try {
         c = create_ctl(name, ctl_shm, p.mode);
@@ -598,8 +603,12 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
     check_owner(name, st, owner);
     auto size = static_cast<std::size_t>(st.st_size);
     auto creator_alive = [&] { return posix::ofd_is_locked(f.get(), LOCK_PRODUCER); };
+    // Not usable (yet): being created while its creator holds the lock; gone if the name no
+    // longer refers to it (it was created, used and closed while we looked); else abandoned.
     auto unready = [&]() -> std::shared_ptr<Segment> {
-        *status = creator_alive() ? OpenStatus::initializing : OpenStatus::stale;
+        *status = creator_alive()               ? OpenStatus::initializing
+                  : !name_refers_to(shm, st)    ? OpenStatus::not_found
+                                                : OpenStatus::stale;
         return nullptr;
     };
     if (size == 0)
@@ -611,10 +620,8 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
     if (!whole || h->ready.load(std::memory_order_relaxed) != 1) {
         // A pool whose creator still holds the producer lock and has not set `ready` is being
         // created, whatever its bytes say.
-        if (creator_alive()) {
-            *status = OpenStatus::initializing;
-            return nullptr;
-        }
+        if (creator_alive() || !name_refers_to(shm, st))
+            return unready();
         if (!whole) {
             if (size >= sizeof(MAGIC) && std::memcmp(copy, MAGIC, sizeof(MAGIC)) == 0)
                 corrupt(name, "truncated to " + std::to_string(size) + " bytes");
@@ -809,8 +816,10 @@ void Segment::wake_consumers() const noexcept {
 bool Segment::name_refers_to_me() const { return name_refers_to(m_shm_name, m_stat); }
 
 void Segment::unlink_if_mine() const noexcept {
-    unlink_if_same(m_shm_name, m_stat);
+    // The control file first: a pool file without one reads as closing (or abandoned), while a
+    // control file without its pool file would look like the remains of a crash.
     unlink_if_same(m_ctl_shm_name, m_ctl_stat);
+    unlink_if_same(m_shm_name, m_stat);
 }
 
 bool Segment::unlink_if_abandoned() const noexcept {

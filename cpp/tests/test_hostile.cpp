@@ -289,3 +289,30 @@ BIPS_TEST(truncated_pool_files_kill_nobody) {
         CHECK(follower.stats().reconnects >= 1u);
     }
 }
+
+// A peer that may write the control file clears the held bit of a frame another consumer still
+// reads: the producer may then reuse the buffer. It cannot be prevented from outside the
+// producer's uid, but the consumer can tell: intact() turns false before the producer writes.
+BIPS_TEST(frames_taken_back_by_a_peer_are_not_intact) {
+    const std::string name = unique_name();
+    PoolOptions o = small_pool(1, 64);
+    Producer prod(name, o);
+    Consumer cons(name);
+    const auto l = layout_of(o, prod.buffer_size());
+    publish_pattern(prod, 1);
+    Frame f = cons.receive(1s);
+    CHECK(f.intact());
+    CHECK(!prod.try_acquire().has_value()); // held: the only buffer is not free
+    Scribbler ctl(ctl_path(name));
+    ctl.set<std::uint64_t>(l.state_offset + f.index() * sizeof(detail::StateWord), 0);
+    auto b = prod.try_acquire();
+    REQUIRE(b.has_value());
+    CHECK(!f.intact()); // marked before a single byte is written
+    std::memset(b->data(), 0xee, b->nbytes());
+    prod.publish(std::move(*b));
+    CHECK(!f.intact());
+    Frame g = cons.receive(1s);
+    CHECK(g.intact());
+    g.release();
+    CHECK(!g.intact());
+}

@@ -467,6 +467,7 @@ public:
     }
 
     bool released() const { return !m_frame; }
+    bool intact() const { return m_frame && m_frame->intact(); }
     std::uint64_t seq() const { return m_seq; }
     std::int64_t timestamp_ns() const { return m_timestamp_ns; }
     std::size_t nbytes() const { return m_nbytes; }
@@ -1086,6 +1087,9 @@ is gone (release() never invalidates a live view).)doc");
         .def_property_readonly("dtype", &PyFrame::dtype)
         .def_property_readonly("meta", &PyFrame::meta)
         .def_property_readonly("index", &PyFrame::index)
+        .def_property_readonly("intact", &PyFrame::intact,
+                               "True while the producer has not reused this frame's buffer: read "
+                               "or copy the data, then check (see docs/security.md).")
         .def("__enter__", [](py::object self) { return self; })
         .def("__exit__", [](PyFrame &f, const py::args &) { f.release(); })
         .def("__repr__", &PyFrame::repr);

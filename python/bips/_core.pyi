@@ -279,6 +279,11 @@ class Frame:
     def meta(self) -> bytes:
         ...
     @property
+    def intact(self) -> bool:
+        """
+        True while the producer has not reused this frame's buffer: read or copy the data, then check (see docs/security.md).
+        """
+    @property
     def nbytes(self) -> int:
         ...
     @property

@@ -39,6 +39,11 @@ public:
     std::size_t meta_size() const noexcept { return m_meta_len; }
     std::string meta() const;
     std::uint32_t index() const noexcept { return m_index; }
+    /// True while the producer has not reused this frame's buffer. Read (or copy) the data,
+    /// then check: true means what was read is the frame as published. False once released, or
+    /// when a peer that may write the control file made the producer take the buffer back early
+    /// (see docs/security.md). Never blocks.
+    bool intact() const noexcept;
     /// Gives the buffer back now (idempotent). Pointers from data()/meta_data() become invalid.
     void release() noexcept;
 
