@@ -126,7 +126,11 @@ public:
         for (int round = 0; round < 1000; ++round) {
             std::uint32_t best = cap;
             std::uint64_t best_seq = 0;
-            if (!scan(best, best_seq))
+            bool bogus = false;
+            const bool found = scan(best, best_seq, &bogus);
+            if (bogus)
+                purge_bogus();
+            if (!found)
                 return false;
             if (!m_latest) {
                 // One scan is not a snapshot: a frame published just before `best_seq` may sit in
@@ -176,11 +180,9 @@ public:
 
     /// True if a frame is queued for this slot (nothing is taken).
     bool any_queued() const noexcept {
-        const std::uint64_t qb = queued_bit(m_slot);
-        for (std::uint32_t i = 0; i < m_seg->params().capacity; ++i)
-            if (m_seg->state(i).load(std::memory_order_acquire) & qb)
-                return true;
-        return false;
+        std::uint32_t best = 0;
+        std::uint64_t best_seq = 0;
+        return scan(best, best_seq);
     }
 
     void release(std::uint32_t index) noexcept {
@@ -233,7 +235,16 @@ public:
 
 private:
     // The queued frame with the lowest seq (highest with latest=true); false if none.
-    bool scan(std::uint32_t &best, std::uint64_t &best_seq) const noexcept {
+    // A queued frame can only carry a seq the producer published after our last one: anything
+    // else (a buffer the producer is writing, an old frame queued again) was queued by a peer
+    // scribbling on the control file, and is never delivered.
+    bool plausible(std::uint64_t seq) const noexcept {
+        return seq != WRITING_SEQ && seq >= m_next.load(std::memory_order_relaxed);
+    }
+
+    // The queued frame with the lowest seq (highest with latest=true); false if none. Sets
+    // *bogus when it saw a queued buffer that fails plausible().
+    bool scan(std::uint32_t &best, std::uint64_t &best_seq, bool *bogus = nullptr) const noexcept {
         const std::uint32_t cap = m_seg->params().capacity;
         const std::uint64_t qb = queued_bit(m_slot);
         best = cap;
@@ -241,12 +252,32 @@ private:
             if (!(m_seg->state(i).load(std::memory_order_acquire) & qb))
                 continue;
             std::uint64_t s = m_seg->desc(i)->seq.load(std::memory_order_relaxed);
+            if (!plausible(s)) {
+                if (bogus)
+                    *bogus = true;
+                continue;
+            }
             if (best == cap || (m_latest ? s > best_seq : s < best_seq)) {
                 best = i;
                 best_seq = s;
             }
         }
         return best != cap;
+    }
+
+    // Drops our queued bit from buffers whose seq is not plausible. Taken first, then checked
+    // again while we hold it: the producer may have republished the buffer meanwhile.
+    void purge_bogus() noexcept {
+        const std::uint64_t qb = queued_bit(m_slot);
+        for (std::uint32_t i = 0; i < m_seg->params().capacity; ++i) {
+            if (!(m_seg->state(i).load(std::memory_order_acquire) & qb) ||
+                plausible(m_seg->desc(i)->seq.load(std::memory_order_relaxed)) || !take(i))
+                continue;
+            if (plausible(m_seg->desc(i)->seq.load(std::memory_order_acquire)))
+                put_back(i);
+            else
+                release(i);
+        }
     }
 
     bool take(std::uint32_t i) noexcept {

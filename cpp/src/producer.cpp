@@ -127,6 +127,16 @@ std::int32_t ProducerCore::wake_batch() const noexcept {
     return std::max<std::int32_t>(1, std::min<std::int32_t>(coming, static_cast<std::int32_t>(cap / 2)));
 }
 
+// A truncation noticed while claiming (the SIGBUS guard ran inside claim_free) gives the
+// buffer back and reports it, instead of handing out a buffer of zero pages.
+Buffer ProducerCore::checked_buffer(std::uint32_t index) {
+    if (m_seg->lost()) {
+        m_owned[index].store(0, std::memory_order_release);
+        m_seg->check_not_lost();
+    }
+    return make_buffer(index);
+}
+
 Buffer ProducerCore::make_buffer(std::uint32_t index) {
     const Params &p = params();
     // Before anything is written into the buffer: a consumer that still reads it (its bits
@@ -178,7 +188,7 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
     } wait_stats{this, start_ns};
     for (;;) {
         if (claim_free(idx) || (drop && reclaim_oldest(idx)))
-            return make_buffer(idx);
+            return checked_buffer(idx);
         if (!wait)
             return std::nullopt;
         wait_stats.waited = true;
@@ -196,7 +206,7 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
         c->producer_sleeping.fetch_add(1, std::memory_order_seq_cst);
         if (claim_free(idx) || (drop && reclaim_oldest(idx))) {
             c->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
-            return make_buffer(idx);
+            return checked_buffer(idx);
         }
         auto slice = std::min<Duration>(deadline - now, MAX_SLEEP);
         posix::futex_wait(&c->free_futex, seen, slice);

@@ -51,6 +51,7 @@ private:
     void maybe_sweep(std::int64_t now_ns, bool force, bool may_wait);
     void note_publish(std::int64_t now_ns, std::uint64_t published) noexcept;
     Buffer make_buffer(std::uint32_t index);
+    Buffer checked_buffer(std::uint32_t index);
     std::int32_t wake_batch() const noexcept;
 
     std::shared_ptr<Segment> m_seg;

@@ -192,19 +192,44 @@ FileKind classify(int fd, const struct stat &st, const char (&magic)[8]) {
     return FileKind::zeroed;
 }
 
+// Removing a name is "check that it refers to the file we looked at, then unlink", which is
+// only safe while nobody else removes or replaces it: every party that removes a pool's names
+// (cleaners, a producer taking over a dead pool, a producer replacing a dead control file)
+// holds flock(LOCK_EX) on the file it is about to remove meanwhile. flock needs only read
+// access, and is independent of the OFD locks that say who is alive.
+class NameGuard {
+public:
+    explicit NameGuard(int fd) : m_fd(fd), m_held(posix::flock_try_exclusive(fd)) {}
+    NameGuard(const NameGuard &) = delete;
+    NameGuard &operator=(const NameGuard &) = delete;
+    ~NameGuard() {
+        if (m_held)
+            posix::flock_unlock(m_fd);
+    }
+    /// Waits up to `tries` x 2 ms for it (a cleaner holds it for microseconds).
+    bool wait(int tries) {
+        for (int i = 0; !m_held && i < tries; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            m_held = posix::flock_try_exclusive(m_fd);
+        }
+        return m_held;
+    }
+    explicit operator bool() const noexcept { return m_held; }
+
+private:
+    int m_fd;
+    bool m_held;
+};
+
 // Unlinks pool `name` (both files) if its pool file `fd` is a bips file, or the remains of
-// one, that no process uses. Holds a read lock on the producer byte meanwhile, so that no
-// producer can start on it (a read lock needs only read access). True if removed.
+// one, that no process uses. True if removed.
 bool unlink_if_unused(int fd, const std::string &name) {
     const std::string shm = shm_name_for(name), ctl_shm = ctl_shm_name_for(name);
     bool removed = false;
     try {
-        if (!posix::ofd_try_lock(fd, LOCK_PRODUCER, true))
-            return false; // a producer lives (or is being created)
-    } catch (...) {
-        return false;
-    }
-    try {
+        NameGuard guard(fd);
+        if (!guard || posix::ofd_is_locked(fd, LOCK_PRODUCER))
+            return false; // another cleaner is at work, or a producer lives (or is creating it)
         struct stat st = posix::fstat_file(fd, shm);
         bool anyone = classify(fd, st, MAGIC) == FileKind::foreign;
         // Consumers hold their slot locks on the control file.
@@ -216,14 +241,15 @@ bool unlink_if_unused(int fd, const std::string &name) {
                 anyone = posix::ofd_is_locked(ctl.get(), LOCK_SLOT_BASE + static_cast<off_t>(s));
         }
         if (!anyone && name_refers_to(shm, st)) {
-            // The control file first, as Segment::unlink_if_mine() does.
+            // The control file first, while the pool file still holds the name: no producer
+            // can make a new control file before the pool name is free, and freeing it (a
+            // takeover) needs the guard we hold.
             if (ctl && ctl_st.st_uid == st.st_uid)
                 unlink_if_same(ctl_shm, ctl_st);
             removed = ::shm_unlink(shm.c_str()) == 0;
         }
     } catch (...) {
     }
-    posix::ofd_unlock(fd, LOCK_PRODUCER);
     return removed;
 }
 
@@ -365,10 +391,22 @@ posix::File create_ctl(const std::string &name, const std::string &ctl_shm, mode
                 posix::throw_errno("fchmod(" + ctl_shm + ")");
             return c;
         }
-        if (::shm_unlink(ctl_shm.c_str()) != 0 && errno == EPERM)
-            squatted(name, "/dev/shm" + ctl_shm, stat_path(ctl_shm));
+        posix::File old = posix::shm_open_file(ctl_shm, O_RDONLY, 0, ENOENT, EACCES);
+        if (!old) {
+            if (errno == EACCES)
+                squatted(name, "/dev/shm" + ctl_shm, stat_path(ctl_shm));
+            continue;
+        }
+        NameGuard guard(old.get());
+        if (!guard.wait(50))
+            continue;
+        const struct stat st = posix::fstat_file(old.get(), ctl_shm);
+        if (!may_remove(st))
+            squatted(name, "/dev/shm" + ctl_shm, st);
+        if (name_refers_to(ctl_shm, st) && ::shm_unlink(ctl_shm.c_str()) != 0 && errno == EPERM)
+            squatted(name, "/dev/shm" + ctl_shm, st);
     }
-    throw Error("could not create " + ctl_shm + ": the name kept changing under us");
+    throw Error("could not create /dev/shm" + ctl_shm + ": the name kept changing under us");
 }
 
 } // namespace
@@ -502,13 +540,16 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
             continue;
         }
         struct stat st = posix::fstat_file(old.get(), shm);
-        bool locked = false;
-        // A consumer cleaning up an abandoned pool holds the producer byte for microseconds.
-        for (int i = 0; i < 50 && !(locked = posix::ofd_try_lock(old.get(), LOCK_PRODUCER, true)); ++i)
-            std::this_thread::sleep_for(std::chrono::milliseconds(2));
-        if (!locked)
+        if (posix::ofd_is_locked(old.get(), LOCK_PRODUCER))
             throw PoolBusy("pool '" + name + "' already has a live producer" +
                            (may_remove(st) ? std::string() : " (" + uid_text(st.st_uid) + ")"));
+        // A cleaner holds the guard for microseconds; whoever holds it for longer blocks us.
+        NameGuard guard(old.get());
+        if (!guard.wait(50))
+            throw PoolBusy("pool '" + name + "': another process holds its dead pool file (" +
+                           pool_path(name) + ") locked; try again, or remove the file");
+        if (posix::ofd_is_locked(old.get(), LOCK_PRODUCER))
+            throw PoolBusy("pool '" + name + "' already has a live producer");
         if (!may_remove(st))
             squatted(name, pool_path(name), st);
         if (classify(old.get(), st, MAGIC) == FileKind::foreign)
@@ -668,7 +709,8 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
         corrupt(name, "its control file /dev/shm" + ctl_shm + " is not a regular file of " +
                           uid_text(st.st_uid) + ", the pool's owner");
     ControlHeader ch{};
-    if (static_cast<std::size_t>(cst.st_size) != p.layout.ctl_size ||
+    // Larger is harmless (only ctl_size bytes are mapped); smaller is a truncation.
+    if (static_cast<std::size_t>(cst.st_size) < p.layout.ctl_size ||
         !read_exact(c.get(), &ch, sizeof(ch), 0) ||
         std::memcmp(ch.magic, CTL_MAGIC, sizeof(CTL_MAGIC)) != 0 ||
         ch.layout_version != LAYOUT_VERSION || ch.header_size != sizeof(ControlHeader) ||
@@ -834,16 +876,23 @@ bool remove_if_unused(const std::string &name) {
     const std::string shm = shm_name_for(name), ctl_shm = ctl_shm_name_for(name);
     posix::File f = posix::shm_open_file(shm, O_RDONLY, 0, ENOENT);
     if (!f) {
-        // A control file left without its pool file (its creator died in between).
+        // A control file left without its pool file (removed by hand, or a crash).
         posix::File c = posix::shm_open_file(ctl_shm, O_RDONLY, 0, ENOENT);
         if (!c)
             return false;
         struct stat cst = posix::fstat_file(c.get(), ctl_shm);
+        if (!S_ISREG(cst.st_mode) || classify(c.get(), cst, CTL_MAGIC) != FileKind::bips)
+            throw CorruptPool("/dev/shm" + ctl_shm + " is not a bips control file; left alone");
+        NameGuard guard(c.get());
+        if (!guard)
+            return false;
         for (std::uint32_t s = 0; s < MAX_CONSUMERS; ++s)
             if (posix::ofd_is_locked(c.get(), LOCK_SLOT_BASE + static_cast<off_t>(s)))
                 return false;
-        if (!S_ISREG(cst.st_mode) || classify(c.get(), cst, CTL_MAGIC) == FileKind::foreign)
-            throw CorruptPool("/dev/shm" + ctl_shm + " is not a bips control file; left alone");
+        // A producer names its pool file before it makes a control file: if the pool name is
+        // still free now, this control file is nobody's.
+        if (posix::shm_open_file(shm, O_RDONLY, 0, ENOENT, EACCES) || errno == EACCES)
+            return false;
         return name_refers_to(ctl_shm, cst) && ::shm_unlink(ctl_shm.c_str()) == 0;
     }
     if (classify(f.get(), posix::fstat_file(f.get(), shm), MAGIC) == FileKind::foreign)

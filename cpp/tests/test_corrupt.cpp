@@ -605,12 +605,15 @@ BIPS_TEST(garbage_descriptors_stay_in_bounds) {
     const std::uint32_t slot = cons.stats().slot;
     std::mt19937_64 rng(99);
     std::size_t frames = 0;
+    std::uint64_t next_seq = 0;
     for (int round = 0; round < 40; ++round) {
         for (std::uint32_t i = 0; i < s.capacity; ++i) {
             const std::size_t d = img.desc(i);
             // Random everything, but queued for our slot (and maybe held by others).
-            for (std::size_t off = 0; off < sizeof(FrameDesc); off += 8)
+            for (std::size_t off = 8; off < sizeof(FrameDesc); off += 8)
                 fake.set<std::uint64_t>(d + off, rng());
+            // seq stays plausible (increasing), or consumers rightly refuse the frame.
+            fake.set<std::uint64_t>(d + offsetof(FrameDesc, seq), next_seq++);
             if (round % 3 == 0) // sometimes plausible small values
                 fake.set<std::uint32_t>(d + offsetof(FrameDesc, ndim),
                                         static_cast<std::uint32_t>(rng() % 10));

@@ -6,12 +6,15 @@
 
 #include "layout.hpp"
 
+#include <atomic>
 #include <cstddef>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <system_error>
+#include <thread>
+#include <vector>
 #include <unistd.h>
 
 using namespace bips;
@@ -315,4 +318,153 @@ BIPS_TEST(frames_taken_back_by_a_peer_are_not_intact) {
     CHECK(g.intact());
     g.release();
     CHECK(!g.intact());
+}
+
+// A peer queues a buffer the producer is still writing, or a frame we already received, for
+// our slot: neither is delivered (review of issue 8: torn frames that looked intact, replays).
+BIPS_TEST(frames_queued_by_a_peer_are_never_delivered) {
+    for (bool latest : {false, true}) {
+        const std::string name = unique_name();
+        PoolOptions o = small_pool(2, 64);
+        Producer prod(name, o);
+        ConsumerOptions co;
+        co.latest = latest;
+        Consumer cons(name, co);
+        const auto l = layout_of(o, prod.buffer_size());
+        Scribbler ctl(ctl_path(name));
+        const std::uint32_t slot = cons.stats().slot;
+        auto state_of = [&](std::uint32_t i) { return l.state_offset + i * sizeof(detail::StateWord); };
+        // A frame the producer is writing.
+        Buffer b = prod.acquire(1s);
+        const std::uint32_t writing = b.index();
+        ctl.set<std::uint64_t>(state_of(writing), detail::queued_bit(slot));
+        CHECK(!cons.try_receive().has_value());
+        CHECK(!cons.wait(50ms));
+        fill_pattern(b.data(), b.nbytes(), 5);
+        prod.publish(std::move(b));
+        Frame f = cons.receive(1s);
+        CHECK_EQ(f.seq(), 0u);
+        CHECK(has_pattern(f.data(), f.nbytes(), 5));
+        CHECK(f.intact());
+        const std::uint32_t first = f.index();
+        f.release();
+        // The same frame again: a replay.
+        ctl.set<std::uint64_t>(state_of(first), detail::queued_bit(slot));
+        CHECK(!cons.try_receive().has_value());
+        publish_pattern(prod, 6);
+        Frame g = cons.receive(1s);
+        CHECK_EQ(g.seq(), 1u);
+        CHECK(has_pattern(g.data(), g.nbytes(), 6));
+        g.release();
+        // Nothing is left held or queued for us, and the producer still has every buffer.
+        CHECK_EQ(cons.stats().held, 0u);
+        for (int k = 0; k < 4; ++k) {
+            publish_pattern(prod, 10 + static_cast<std::uint64_t>(k));
+            Frame h = cons.receive(1s);
+            CHECK(has_pattern(h.data(), h.nbytes(), 10 + static_cast<std::uint64_t>(k)));
+        }
+    }
+}
+
+// Read locks (which anyone who can read the pool file may take) never make a dead producer look
+// alive, and a grown control file does not lock consumers out.
+BIPS_TEST(read_locks_and_grown_files_fool_nobody) {
+    const std::string name = unique_name();
+    Pipe up;
+    Child producer = Child::fork([&] {
+        Producer p(name, small_pool(2, 64));
+        up.signal();
+        ::pause();
+        return 0;
+    });
+    REQUIRE(up.wait(5000ms) == '!');
+    ConsumerOptions ro;
+    ro.reconnect = true;
+    Consumer follower(name, ro);
+    int fd = ::open(shm_path(name).c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    producer.kill();
+    struct flock fl{};
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = detail::LOCK_PRODUCER;
+    fl.l_len = 1;
+    REQUIRE(::fcntl(fd, F_OFD_SETLK, &fl) == 0); // a stranger's read lock on the dead pool
+    CHECK(!pool_info(name).producer_alive);
+    ConsumerOptions plain;
+    CHECK_THROWS_AS(Consumer(name, plain), ProducerGone);
+    Producer fresh(name, small_pool(2, 64));
+    ::close(fd);
+    CHECK(wait_until(
+        [&] {
+            (void)follower.try_receive_for(10ms);
+            return fresh.stats().consumers >= 1;
+        },
+        5000ms));
+    publish_pattern(fresh, 3);
+    auto f = follower.try_receive_for(2s);
+    REQUIRE(f.has_value());
+    CHECK(has_pattern(f->data(), f->nbytes(), 3));
+    f->release();
+    // A control file grown by a peer: new consumers still attach.
+    REQUIRE(::truncate(ctl_path(name).c_str(), 1 << 20) == 0);
+    Consumer late(name);
+    publish_pattern(fresh, 4);
+    Frame g = late.receive(1s);
+    CHECK(has_pattern(g.data(), g.nbytes(), 4));
+}
+
+// Cleaners and producers taking over a dead pool race on its name: at most one producer ever
+// holds it, and the one that does is reachable (review of issue 8: a cleaner removed the new
+// pool's names).
+BIPS_TEST(cleaners_and_takeovers_never_share_a_name) {
+    for (int round = 0; round < 300; ++round) {
+        const std::string name = unique_name();
+        Pipe up;
+        Child dead = Child::fork([&] {
+            Producer p(name, small_pool(2, 64));
+            up.signal();
+            ::pause();
+            return 0;
+        });
+        REQUIRE(up.wait(5000ms) == '!');
+        dead.kill();
+        std::atomic<bool> go{false};
+        std::vector<std::optional<Producer>> producers(2);
+        std::vector<std::thread> threads;
+        for (int k = 0; k < 2; ++k)
+            threads.emplace_back([&, k] {
+                while (!go.load())
+                    std::this_thread::yield();
+                try {
+                    producers[k].emplace(name, small_pool(2, 64));
+                } catch (const PoolBusy &) {
+                } catch (const Error &) {
+                }
+            });
+        for (int k = 0; k < 2; ++k)
+            threads.emplace_back([&] {
+                while (!go.load())
+                    std::this_thread::yield();
+                for (int i = 0; i < 20; ++i) {
+                    try {
+                        (void)remove_stale_pool(name);
+                    } catch (const Error &) {
+                    }
+                }
+            });
+        go.store(true);
+        for (auto &t : threads)
+            t.join();
+        const int live = (producers[0] ? 1 : 0) + (producers[1] ? 1 : 0);
+        CHECK_EQ(live, 1);
+        for (auto &p : producers) {
+            if (!p)
+                continue;
+            Consumer c(name);
+            publish_pattern(*p, static_cast<std::uint64_t>(round));
+            Frame f = c.receive(1s);
+            CHECK(has_pattern(f.data(), f.nbytes(), static_cast<std::uint64_t>(round)));
+        }
+    }
 }

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <system_error>
@@ -67,8 +68,8 @@ static struct flock byte_lock(short type, off_t byte) {
     return fl;
 }
 
-bool ofd_try_lock(int fd, off_t byte, bool shared) {
-    struct flock fl = byte_lock(shared ? F_RDLCK : F_WRLCK, byte);
+bool ofd_try_lock(int fd, off_t byte) {
+    struct flock fl = byte_lock(F_WRLCK, byte);
     if (retry_eintr([&] { return ::fcntl(fd, F_OFD_SETLK, &fl); }) == 0)
         return true;
     if (errno == EAGAIN || errno == EACCES)
@@ -76,13 +77,25 @@ bool ofd_try_lock(int fd, off_t byte, bool shared) {
     throw_errno("fcntl(F_OFD_SETLK)");
 }
 
+bool flock_try_exclusive(int fd) {
+    if (retry_eintr([&] { return ::flock(fd, LOCK_EX | LOCK_NB); }) == 0)
+        return true;
+    if (errno == EWOULDBLOCK)
+        return false;
+    throw_errno("flock(LOCK_EX)");
+}
+
+void flock_unlock(int fd) noexcept { retry_eintr([&] { return ::flock(fd, LOCK_UN); }); }
+
 void ofd_unlock(int fd, off_t byte) noexcept {
     struct flock fl = byte_lock(F_UNLCK, byte);
     retry_eintr([&] { return ::fcntl(fd, F_OFD_SETLK, &fl); });
 }
 
 bool ofd_is_locked(int fd, off_t byte) {
-    struct flock fl = byte_lock(F_WRLCK, byte);
+    // Asking about a read lock reports only write locks: a read lock, which anyone who can read
+    // the file may take, never makes a byte look held.
+    struct flock fl = byte_lock(F_RDLCK, byte);
     if (retry_eintr([&] { return ::fcntl(fd, F_OFD_GETLK, &fl); }) != 0)
         throw_errno("fcntl(F_OFD_GETLK)");
     return fl.l_type != F_UNLCK;

@@ -55,11 +55,14 @@ struct stat fstat_file(int fd, const std::string &what);
 /// Non-blocking OFD write lock on one byte; true if taken, false if another open file
 /// description holds it. OFD locks are dropped by the kernel when the holder dies, work across
 /// PID namespaces and do not depend on pids.
-/// `shared`: a read lock, which a descriptor opened read-only can take; it still keeps anyone
-/// from taking the write lock.
-bool ofd_try_lock(int fd, off_t byte, bool shared = false);
+bool ofd_try_lock(int fd, off_t byte);
 void ofd_unlock(int fd, off_t byte) noexcept;
-/// True if another open file description holds a lock on `byte`.
+/// flock(LOCK_EX | LOCK_NB): needs only a read-only descriptor, and is independent of the OFD
+/// locks. True if taken, false if another open file description holds it.
+bool flock_try_exclusive(int fd);
+void flock_unlock(int fd) noexcept;
+/// True if another open file description holds a write lock on `byte` (read locks, which any
+/// reader may take, are not reported).
 bool ofd_is_locked(int fd, off_t byte);
 
 /// An owned memory mapping. Move-only; the destructor unmaps it.
