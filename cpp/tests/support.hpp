@@ -36,6 +36,8 @@ std::string unique_name();
 std::string name_prefix();
 /// /dev/shm/bips.NAME
 std::string shm_path(const std::string &name);
+/// /dev/shm/bips.NAME@ctl, the pool's control file.
+std::string ctl_path(const std::string &name);
 bool shm_exists(const std::string &name);
 
 /// Seconds since `start`, as a double.
@@ -88,6 +90,33 @@ class Pipe {
 void write_shm_file(const std::string &name, const std::vector<unsigned char> &bytes);
 /// Reads a whole /dev/shm/bips.NAME file.
 std::vector<unsigned char> read_shm_file(const std::string &name);
+
+/// A whole file mapped shared and read-write, as a peer with write access maps a pool's file
+/// (raw open + mmap, no bips code). REQUIREs that it opens.
+class MappedFile {
+  public:
+    explicit MappedFile(const std::string &path);
+    MappedFile(const MappedFile &) = delete;
+    MappedFile &operator=(const MappedFile &) = delete;
+    ~MappedFile();
+    int fd() const noexcept { return m_fd; }
+    unsigned char *data() const noexcept { return m_map; }
+    std::size_t size() const noexcept { return m_size; }
+    template <class T> void set(std::size_t off, T v) {
+        REQUIRE(off + sizeof(T) <= m_size);
+        std::memcpy(m_map + off, &v, sizeof(T));
+    }
+    template <class T> T get(std::size_t off) const {
+        T v{};
+        std::memcpy(&v, m_map + off, sizeof(T));
+        return v;
+    }
+
+  private:
+    int m_fd = -1;
+    unsigned char *m_map = nullptr;
+    std::size_t m_size = 0;
+};
 
 /// Unlinks /dev/shm/bips.NAME and its control file when it goes out of scope (for files the
 /// tests forge).

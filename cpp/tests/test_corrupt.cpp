@@ -47,8 +47,6 @@ struct Image {
     std::size_t state(std::uint32_t i) const { return layout.state_offset + i * 64; }
 };
 
-std::string ctl_path(const std::string &name) { return shm_path(name) + "@ctl"; }
-
 /// Writes both files of a forged pool.
 void write_pool(const std::string &name, const Image &img) {
     write_shm_file(name, img.bytes);
@@ -127,61 +125,33 @@ Image valid_image(const ImageSpec &s = {}, const std::string &name = "forged") {
     return img;
 }
 
-/// Holds the producer lock (byte 0, OFD) of a forged pool, so that it looks alive.
+/// Holds the producer lock (byte 0, OFD) of a forged pool, so that it looks alive, and maps
+/// its files.
 class FakeProducer {
   public:
-    explicit FakeProducer(const std::string &name) {
-        m_fd = ::open(shm_path(name).c_str(), O_RDWR | O_CLOEXEC);
-        REQUIRE(m_fd >= 0);
+    explicit FakeProducer(const std::string &name) : m_pool(shm_path(name)) {
         struct flock fl{};
         fl.l_type = F_WRLCK;
         fl.l_whence = SEEK_SET;
         fl.l_start = detail::LOCK_PRODUCER;
         fl.l_len = 1;
-        REQUIRE(::fcntl(m_fd, F_OFD_SETLK, &fl) == 0);
-        struct stat st{};
-        REQUIRE(::fstat(m_fd, &st) == 0);
-        m_size = static_cast<std::size_t>(st.st_size);
-        void *p = ::mmap(nullptr, m_size, PROT_READ | PROT_WRITE, MAP_SHARED, m_fd, 0);
-        REQUIRE(p != MAP_FAILED);
-        m_map = static_cast<unsigned char *>(p);
-        m_ctl_fd = ::open(ctl_path(name).c_str(), O_RDWR | O_CLOEXEC);
-        if (m_ctl_fd >= 0) {
-            REQUIRE(::fstat(m_ctl_fd, &st) == 0);
-            m_ctl_size = static_cast<std::size_t>(st.st_size);
-            p = ::mmap(nullptr, m_ctl_size, PROT_READ | PROT_WRITE, MAP_SHARED, m_ctl_fd, 0);
-            REQUIRE(p != MAP_FAILED);
-            m_ctl = static_cast<unsigned char *>(p);
-        }
-    }
-    FakeProducer(const FakeProducer &) = delete;
-    FakeProducer &operator=(const FakeProducer &) = delete;
-    ~FakeProducer() {
-        if (m_map)
-            ::munmap(m_map, m_size);
-        if (m_ctl)
-            ::munmap(m_ctl, m_ctl_size);
-        ::close(m_fd);
-        if (m_ctl_fd >= 0)
-            ::close(m_ctl_fd);
+        REQUIRE(::fcntl(m_pool.fd(), F_OFD_SETLK, &fl) == 0);
+        if (ctl_exists(name))
+            m_ctl.emplace(ctl_path(name));
     }
     /// The live pool file (the consumer sees writes at once).
-    unsigned char *map() const { return m_map; }
-    template <class T> void set(std::size_t off, T v) { std::memcpy(m_map + off, &v, sizeof(T)); }
+    unsigned char *map() const { return m_pool.data(); }
+    template <class T> void set(std::size_t off, T v) { m_pool.set(off, v); }
     /// The live control file.
-    unsigned char *ctl() const { return m_ctl; }
+    unsigned char *ctl() const { return m_ctl ? m_ctl->data() : nullptr; }
     template <class T> void set_ctl(std::size_t off, T v) {
-        REQUIRE(m_ctl != nullptr);
-        std::memcpy(m_ctl + off, &v, sizeof(T));
+        REQUIRE(m_ctl.has_value());
+        m_ctl->set(off, v);
     }
 
   private:
-    int m_fd = -1;
-    int m_ctl_fd = -1;
-    unsigned char *m_map = nullptr;
-    unsigned char *m_ctl = nullptr;
-    std::size_t m_size = 0;
-    std::size_t m_ctl_size = 0;
+    MappedFile m_pool;
+    std::optional<MappedFile> m_ctl;
 };
 
 enum class Verdict { corrupt, incompatible, other };

@@ -27,47 +27,35 @@ namespace {
 
 /// A read-write mapping of one of a pool's files, as a hostile peer of the same uid makes it
 /// (the pool file has no write bit: such a peer chmods it first).
-class Scribbler {
+class Scribbler : public MappedFile {
   public:
-    explicit Scribbler(const std::string &path) {
-        REQUIRE(::chmod(path.c_str(), 0600) == 0);
-        m_fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-        REQUIRE(m_fd >= 0);
-        struct stat st{};
-        REQUIRE(::fstat(m_fd, &st) == 0);
-        m_size = static_cast<std::size_t>(st.st_size);
-        void *p = ::mmap(nullptr, m_size, PROT_READ | PROT_WRITE, MAP_SHARED, m_fd, 0);
-        REQUIRE(p != MAP_FAILED);
-        m_map = static_cast<unsigned char *>(p);
-    }
-    Scribbler(const Scribbler &) = delete;
-    Scribbler &operator=(const Scribbler &) = delete;
-    ~Scribbler() {
-        ::munmap(m_map, m_size);
-        ::close(m_fd);
-    }
-    template <class T> void set(std::size_t off, T v) {
-        REQUIRE(off + sizeof(T) <= m_size);
-        std::memcpy(m_map + off, &v, sizeof(T));
-    }
-    template <class T> T get(std::size_t off) const {
-        T v{};
-        std::memcpy(&v, m_map + off, sizeof(T));
-        return v;
-    }
+    explicit Scribbler(const std::string &path) : MappedFile(writable(path)) {}
 
   private:
-    int m_fd = -1;
-    unsigned char *m_map = nullptr;
-    std::size_t m_size = 0;
+    static const std::string &writable(const std::string &path) {
+        REQUIRE(::chmod(path.c_str(), 0600) == 0);
+        return path;
+    }
 };
+
+/// A producer of pool `name` in a child process, up and publishing nothing; kill() it to leave
+/// a dead pool behind.
+Child producer_in_child(const std::string &name) {
+    Pipe up;
+    Child c = Child::fork([&] {
+        Producer p(name, small_pool(2, 64));
+        up.signal();
+        ::pause();
+        return 0;
+    });
+    REQUIRE(up.wait(5000ms) == '!');
+    return c;
+}
 
 detail::Layout layout_of(const PoolOptions &o, std::size_t buffer_size) {
     return detail::compute_layout(o.capacity, o.max_consumers, buffer_size, o.meta_size,
                                   static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
 }
-
-std::string ctl_path(const std::string &name) { return shm_path(name) + "@ctl"; }
 
 } // namespace
 
@@ -370,14 +358,7 @@ BIPS_TEST(frames_queued_by_a_peer_are_never_delivered) {
 // alive, and a grown control file does not lock consumers out.
 BIPS_TEST(read_locks_and_grown_files_fool_nobody) {
     const std::string name = unique_name();
-    Pipe up;
-    Child producer = Child::fork([&] {
-        Producer p(name, small_pool(2, 64));
-        up.signal();
-        ::pause();
-        return 0;
-    });
-    REQUIRE(up.wait(5000ms) == '!');
+    Child producer = producer_in_child(name);
     ConsumerOptions ro;
     ro.reconnect = true;
     Consumer follower(name, ro);
@@ -420,15 +401,7 @@ BIPS_TEST(read_locks_and_grown_files_fool_nobody) {
 BIPS_TEST(cleaners_and_takeovers_never_share_a_name) {
     for (int round = 0; round < 300; ++round) {
         const std::string name = unique_name();
-        Pipe up;
-        Child dead = Child::fork([&] {
-            Producer p(name, small_pool(2, 64));
-            up.signal();
-            ::pause();
-            return 0;
-        });
-        REQUIRE(up.wait(5000ms) == '!');
-        dead.kill();
+        producer_in_child(name).kill();
         std::atomic<bool> go{false};
         std::vector<std::optional<Producer>> producers(2);
         std::vector<std::thread> threads;

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <poll.h>
 #include <set>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
@@ -82,6 +83,8 @@ std::string unique_name() {
 }
 
 std::string shm_path(const std::string &name) { return "/dev/shm/bips." + name; }
+
+std::string ctl_path(const std::string &name) { return shm_path(name) + "@ctl"; }
 
 bool shm_exists(const std::string &name) {
     struct stat st{};
@@ -263,6 +266,23 @@ std::vector<unsigned char> read_shm_file(const std::string &name) {
     }
     ::close(fd);
     return out;
+}
+
+MappedFile::MappedFile(const std::string &path) {
+    m_fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(m_fd >= 0);
+    struct stat st{};
+    REQUIRE(::fstat(m_fd, &st) == 0);
+    m_size = static_cast<std::size_t>(st.st_size);
+    void *p = ::mmap(nullptr, m_size, PROT_READ | PROT_WRITE, MAP_SHARED, m_fd, 0);
+    REQUIRE(p != MAP_FAILED);
+    m_map = static_cast<unsigned char *>(p);
+}
+
+MappedFile::~MappedFile() {
+    if (m_map)
+        ::munmap(m_map, m_size);
+    ::close(m_fd);
 }
 
 ScopedUnlink::~ScopedUnlink() {
