@@ -272,6 +272,24 @@ BIPS_TEST(c_api_waits_forever_until_published) {
     CHECK_OK(bips_consumer_wait(cons.get(), -12345));
 }
 
+// Closing a consumer from another thread ends a receive that waits forever (the handle stays
+// valid until freed, so this is the way to stop a receiving thread).
+BIPS_TEST(c_api_close_wakes_a_waiting_receive) {
+    const std::string name = unique_name();
+    auto prod = make_producer(name, options(2));
+    auto cons = make_consumer(name);
+    bips_status got = BIPS_OK;
+    bips_frame *f = nullptr;
+    std::thread t([&] { got = bips_consumer_receive(cons.get(), BIPS_FOREVER, &f); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const auto start = std::chrono::steady_clock::now();
+    CHECK_OK(bips_consumer_close(cons.get()));
+    t.join();
+    CHECK(seconds_since(start) < 2.0 * SLOWDOWN);
+    CHECK_EQ(std::string(bips_status_name(got)), std::string("BIPS_ERR_INVALID_ARGUMENT"));
+    CHECK(f == nullptr);
+}
+
 // Every function that takes a handle or an out pointer refuses NULL with a code and a message
 // naming itself; accessors answer 0 or NULL; the free functions accept NULL.
 BIPS_TEST(c_api_null_arguments) {
