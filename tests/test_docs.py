@@ -1,13 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """The user guide's examples run: every fenced ```python block in docs/*.md is executed in a
-fresh interpreter, and every ```cpp block that is a complete program is compiled against the
-installed package (pkg-config, as the guide says) and run. Links between the pages resolve.
+fresh interpreter, and every ```cpp or ```c block that is a complete program is compiled against
+the installed package (pkg-config, as the guide says) and run. Links between the pages resolve.
 
 Conventions for writing the guide (docs/*.md):
 
 - A python block runs unless its first line is ``# not run: <reason>``.
 - A cpp block is a complete program, compiled and run, when its first line names the file:
-  ``// producer.cpp``; other cpp blocks are fragments and are only shown.
+  ``// producer.cpp``; other cpp blocks are fragments and are only shown. The same for c blocks
+  (``// producer.c``), compiled as C99 and linked with the C++ runtime (docs/c.md says why).
 - ``# requires: torch`` (python) or ``// requires: gstreamer`` (cpp) among a block's first lines
   skips it where that is missing. Known requirements: REQUIREMENTS below.
 - Pool names in runnable blocks are ``cam0``, ``cam1``, ... (quoted literals ``"camN"``): the test
@@ -104,6 +105,8 @@ class Snippet:
             return head[0][len("not run:") :].strip()
         if self.lang == "cpp" and not (head and re.fullmatch(r"\w+\.cpp\b.*", head[0])):
             return "a fragment"
+        if self.lang == "c" and not (head and re.fullmatch(r"\w+\.c\b.*", head[0])):
+            return "a fragment"
         return None
 
     @property
@@ -125,6 +128,8 @@ def _snippets() -> list[Snippet]:
                 lang = "python"
             elif lang in ("cpp", "c++"):
                 lang = "cpp"
+            elif lang == "c":
+                pass
             else:
                 continue
             line = text.count("\n", 0, m.start()) + 1
@@ -226,13 +231,50 @@ def test_cpp_snippet(snippet: Snippet, tmp_path: Path) -> None:
     _run(snippet, [str(exe)], tmp_path)
 
 
+def _find_c_compiler() -> str | None:
+    cc = os.environ.get("CC")
+    if cc and shutil.which(cc):
+        return cc
+    for name in ("cc", "gcc", "clang"):
+        if shutil.which(name):
+            return name
+    return None
+
+
+@needs_docs
+@pytest.mark.parametrize("snippet", [s for s in RUNNABLE if s.lang == "c"], ids=lambda s: s.id)
+def test_c_snippet(snippet: Snippet, tmp_path: Path) -> None:
+    code = _prepare(snippet)
+    cc = _find_c_compiler()
+    if cc is None:
+        pytest.skip("no C compiler (cc, gcc, clang or $CC) found")
+    if not shutil.which("pkg-config"):
+        pytest.skip("pkg-config is not installed")
+    src = tmp_path / snippet.header()[0].split()[0]
+    src.write_text(code, encoding="utf-8")
+    env = dict(os.environ, PKG_CONFIG_PATH=bips.get_pkgconfig_dir())
+    cflags = run(["pkg-config", "--cflags-only-I", "bips"], timeout=30, env=env).stdout.split()
+    libs = run(["pkg-config", "--libs", "bips"], timeout=30, env=env).stdout.split()
+    exe = tmp_path / src.stem
+    cmd = [cc, "-std=c99", "-pedantic", "-O1", "-Wall", "-Wextra", "-Werror", *cflags, str(src)]
+    run([*cmd, "-o", str(exe), *libs, "-lstdc++"], timeout=180)
+    _run(snippet, [str(exe)], tmp_path)
+
+
 # --- the guide as a whole ------------------------------------------------------------------
 
 
 @needs_docs
 def test_every_page_has_tested_examples_or_none_at_all() -> None:
     """The API pages have runnable examples, and every block that is not run says why."""
-    for page in ("index.md", "python.md", "cpp.md", "crash-safety.md", "troubleshooting.md"):
+    for page in (
+        "index.md",
+        "python.md",
+        "cpp.md",
+        "c.md",
+        "crash-safety.md",
+        "troubleshooting.md",
+    ):
         assert any(s.page == page for s in RUNNABLE), f"{page} has no runnable example"
     for s in SNIPPETS:
         if s.lang == "python" and s.not_run is not None:

@@ -96,9 +96,10 @@ def test_cli_prints_existing_sdk_dirs() -> None:
 
     for name in ("bipsConfig.cmake", "bipsConfigVersion.cmake", "bipsTargets.cmake"):
         assert (Path(cmake_dir) / name).is_file(), f"{name} missing from --cmake-dir {cmake_dir}"
-    assert (Path(include_dir) / "bips" / "bips.hpp").is_file(), (
-        f"bips/bips.hpp missing from {include_dir}"
-    )
+    for header in ("bips.hpp", "bips.h"):  # the C++ API and the C API
+        assert (Path(include_dir) / "bips" / header).is_file(), (
+            f"bips/{header} missing from {include_dir}"
+        )
     assert (Path(pkgconfig_dir) / "bips.pc").is_file(), f"bips.pc missing from {pkgconfig_dir}"
 
     # Everything sits inside the installed package, beside the compiled module (also in editable
@@ -131,9 +132,9 @@ def test_pkg_config_flags_point_into_the_package() -> None:
 
 
 def test_public_headers_have_no_python() -> None:
-    installed = sorted((Path(bips.get_include()) / "bips").glob("*.hpp"))
+    installed = sorted((Path(bips.get_include()) / "bips").glob("*.h*"))
     assert installed, "no headers installed"
-    sources = sorted(SOURCE_HEADERS.glob("*.hpp*")) if SOURCE_HEADERS.is_dir() else []
+    sources = sorted(SOURCE_HEADERS.glob("*.h*")) if SOURCE_HEADERS.is_dir() else []
     for path in installed + sources:
         hits = PYTHON_INCLUDE.findall(path.read_text(encoding="utf-8"))
         assert not hits, f"{path} includes Python/pybind11 headers: {hits}"
@@ -151,6 +152,22 @@ def test_public_headers_compile_without_python(tmp_path: Path) -> None:
     src.write_text("#include <bips/bips.hpp>\nint main() { return bips::MAX_DIMS == 8 ? 0 : 1; }\n")
     # Only the package's include dir: a header that needed Python (or anything else) would fail.
     run([cxx, "-std=c++17", "-fsyntax-only", "-I", bips.get_include(), str(src)], timeout=120)
+
+
+def test_c_header_compiles_as_c99_alone(tmp_path: Path) -> None:
+    """bips.h is plain C: only the package's include dir, strict C99, no warning."""
+    cc = next(
+        (c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)), None
+    )
+    if cc is None:
+        pytest.skip("no C compiler (cc, gcc, clang or $CC) found")
+    src = tmp_path / "only_bips.c"
+    src.write_text(
+        "#include <bips/bips.h>\n"
+        "int main(void) { return bips_version() != 0 && BIPS_MAX_DIMS == 8 ? 0 : 1; }\n"
+    )
+    strict = ["-std=c99", "-pedantic-errors", "-Wall", "-Wextra", "-Werror"]
+    run([cc, *strict, "-fsyntax-only", "-I", bips.get_include(), str(src)], timeout=120)
 
 
 # --- (d) an external find_package(bips) project --------------------------------------------
@@ -216,7 +233,8 @@ def test_find_package_example_feeds_a_python_consumer(tmp_path: Path, pool_name:
 @pytest.mark.slow
 def test_wheel_carries_the_sdk(tmp_path: Path) -> None:
     """The wheel holds the compiled module, the typing files, and inside the package the C++ SDK:
-    public headers, the static library, the CMake config (+ version file) and bips.pc."""
+    public headers (the C API's bips.h too), the static library, the CMake config (+ version
+    file) and bips.pc."""
     import zipfile
 
     pytest.importorskip("scikit_build_core")
@@ -237,6 +255,7 @@ def test_wheel_carries_the_sdk(tmp_path: Path) -> None:
         "bips/py.typed",
         "bips/_core.pyi",
         "bips/include/bips/bips.hpp",
+        "bips/include/bips/bips.h",
         "bips/include/bips/producer.hpp",
         "bips/include/bips/consumer.hpp",
         "bips/include/bips/version.hpp",
