@@ -17,6 +17,7 @@ API (everything else in this file is private)::
     pool_path(name) -> "/dev/shm/bips.NAME"
     run(cmd, timeout, env=None)                  # subprocess.run; fails the test with the output
     find_compiler() -> "c++" | None              # $CXX, c++, g++ or clang++
+    require_compiler("clang++") -> path          # skips unless that compiler is installed
     cmake_generator() -> ["-G", "Ninja"] | []    # Ninja when installed
     require_cmake_project(src)                   # skips unless cmake, a C++ compiler and src exist
 
@@ -60,6 +61,7 @@ __all__ = [
     "read_message",
     "reap",
     "require_cmake_project",
+    "require_compiler",
     "run",
     "spawn_python",
     "wait_until",
@@ -269,6 +271,15 @@ def find_compiler() -> str | None:
         if shutil.which(name):
             return name
     return None
+
+
+def require_compiler(name: str) -> str:
+    """The path of the C++ compiler ``name`` (``g++``, ``clang++``); skips the test without it."""
+    path = shutil.which(name)
+    if path is None:
+        package = "clang" if "clang" in name else "g++"
+        pytest.skip(f"{name} is not installed (apt install {package}; .ci/run installs it)")
+    return path
 
 
 def cmake_generator() -> list[str]:

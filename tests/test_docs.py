@@ -213,21 +213,50 @@ def test_python_snippet(snippet: Snippet, tmp_path: Path) -> None:
     _run(snippet, [sys.executable, "-X", "faulthandler", "-W", "error", str(path)], tmp_path, env)
 
 
-@needs_docs
-@pytest.mark.parametrize("snippet", [s for s in RUNNABLE if s.lang == "cpp"], ids=lambda s: s.id)
-def test_cpp_snippet(snippet: Snippet, tmp_path: Path) -> None:
-    code = _prepare(snippet)
+@dataclass
+class CoreLibrary:
+    """The SDK's sources compiled once into a libbips.a by the C++ compiler, the way docs/cpp.md
+    tells pkg-config users, with what a program needs to be built against it."""
+
+    cxx: str
+    cflags: list[str]  # pkg-config --cflags (include directories only: fit for C too)
+    libs: list[str]  # -L... -lbips, then pkg-config --libs
+
+
+@pytest.fixture(scope="module")
+def core_library(tmp_path_factory: pytest.TempPathFactory) -> CoreLibrary:
     cxx = find_compiler()
     if cxx is None:
         pytest.skip("no C++ compiler (c++, g++, clang++ or $CXX) found")
     if not shutil.which("pkg-config"):
         pytest.skip("pkg-config is not installed")
+    env = dict(os.environ, PKG_CONFIG_PATH=bips.get_pkgconfig_dir())
+
+    def pkg_config(*args: str) -> list[str]:
+        return run(["pkg-config", *args, "bips"], timeout=30, env=env).stdout.split()
+
+    out = tmp_path_factory.mktemp("libbips")
+    cflags = pkg_config("--cflags")
+    srcdir = pkg_config("--variable=srcdir")[0]
+    objects = []
+    for i, source in enumerate(pkg_config("--variable=sources")):
+        obj = out / f"{i}-{Path(source).stem}.o"
+        cmd = [cxx, "-std=c++17", "-O1", "-c", source, "-I", srcdir, *cflags, "-o", str(obj)]
+        run(cmd, timeout=300)
+        objects.append(str(obj))
+    run(["ar", "rcs", str(out / "libbips.a"), *objects], timeout=60)
+    return CoreLibrary(cxx, cflags, [f"-L{out}", "-lbips", *pkg_config("--libs")])
+
+
+@needs_docs
+@pytest.mark.parametrize("snippet", [s for s in RUNNABLE if s.lang == "cpp"], ids=lambda s: s.id)
+def test_cpp_snippet(snippet: Snippet, tmp_path: Path, core_library: CoreLibrary) -> None:
+    code = _prepare(snippet)
     src = tmp_path / snippet.header()[0].split()[0]
     src.write_text(code, encoding="utf-8")
-    env = dict(os.environ, PKG_CONFIG_PATH=bips.get_pkgconfig_dir())
-    flags = run(["pkg-config", "--cflags", "--libs", "bips"], timeout=30, env=env).stdout.split()
     exe = tmp_path / src.stem
-    run([cxx, "-O1", "-Wall", "-Wextra", "-Werror", str(src), "-o", str(exe), *flags], timeout=180)
+    cmd = [core_library.cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror"]
+    run([*cmd, *core_library.cflags, str(src), "-o", str(exe), *core_library.libs], timeout=180)
     _run(snippet, [str(exe)], tmp_path)
 
 
@@ -243,21 +272,18 @@ def _find_c_compiler() -> str | None:
 
 @needs_docs
 @pytest.mark.parametrize("snippet", [s for s in RUNNABLE if s.lang == "c"], ids=lambda s: s.id)
-def test_c_snippet(snippet: Snippet, tmp_path: Path) -> None:
+def test_c_snippet(snippet: Snippet, tmp_path: Path, core_library: CoreLibrary) -> None:
+    """Compiled as C99, then linked by the C++ compiler with the core (docs/c.md)."""
     code = _prepare(snippet)
     cc = _find_c_compiler()
     if cc is None:
         pytest.skip("no C compiler (cc, gcc, clang or $CC) found")
-    if not shutil.which("pkg-config"):
-        pytest.skip("pkg-config is not installed")
     src = tmp_path / snippet.header()[0].split()[0]
     src.write_text(code, encoding="utf-8")
-    env = dict(os.environ, PKG_CONFIG_PATH=bips.get_pkgconfig_dir())
-    cflags = run(["pkg-config", "--cflags-only-I", "bips"], timeout=30, env=env).stdout.split()
-    libs = run(["pkg-config", "--libs", "bips"], timeout=30, env=env).stdout.split()
-    exe = tmp_path / src.stem
-    cmd = [cc, "-std=c99", "-pedantic", "-O1", "-Wall", "-Wextra", "-Werror", *cflags, str(src)]
-    run([*cmd, "-o", str(exe), *libs, "-lstdc++"], timeout=180)
+    obj, exe = tmp_path / f"{src.stem}.o", tmp_path / src.stem
+    cmd = [cc, "-std=c99", "-pedantic", "-O1", "-Wall", "-Wextra", "-Werror"]
+    run([*cmd, *core_library.cflags, "-c", str(src), "-o", str(obj)], timeout=180)
+    run([core_library.cxx, str(obj), "-o", str(exe), *core_library.libs], timeout=180)
     _run(snippet, [str(exe)], tmp_path)
 
 

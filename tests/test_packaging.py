@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The package as a C++ SDK: one version everywhere, the build-system helpers, headers free of
-Python, and an external CMake project built with find_package(bips) against this installation
-that produces frames for a Python consumer."""
+Python, the core's sources listed once and shipped whole, and an external CMake project built
+with find_package(bips) against this installation that produces frames for a Python consumer."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = REPO / "pyproject.toml"
 EXAMPLE = REPO / "examples" / "find_package"
 SOURCE_HEADERS = REPO / "cpp" / "include" / "bips"
+CORE_SOURCES = REPO / "cpp" / "src"
+CORE_LIST = REPO / "cmake" / "bipsCore.cmake"
 
 # Includes that would tie a C++ user of the library to Python.
 PYTHON_INCLUDE = re.compile(
@@ -94,7 +96,7 @@ def test_cli_prints_existing_sdk_dirs() -> None:
     assert include_dir == bips.get_include()
     assert pkgconfig_dir == bips.get_pkgconfig_dir()
 
-    for name in ("bipsConfig.cmake", "bipsConfigVersion.cmake", "bipsTargets.cmake"):
+    for name in ("bipsConfig.cmake", "bipsConfigVersion.cmake", "bipsCore.cmake"):
         assert (Path(cmake_dir) / name).is_file(), f"{name} missing from --cmake-dir {cmake_dir}"
     for header in ("bips.hpp", "bips.h"):  # the C++ API and the C API
         assert (Path(include_dir) / "bips" / header).is_file(), (
@@ -107,8 +109,9 @@ def test_cli_prints_existing_sdk_dirs() -> None:
     package = Path(bips._core.__file__).resolve().parent
     for d in (cmake_dir, include_dir, pkgconfig_dir):
         assert package in Path(d).resolve().parents, f"{d} is not inside {package}"
-    libs = list((package / "lib").glob("libbips.a")) + list((package / "lib64").glob("libbips.a"))
-    assert libs, f"libbips.a not installed under {package}"
+    # The SDK is the core's sources (compiled by the user's compiler), not a prebuilt library.
+    assert (package / "share" / "bips" / "src" / "segment.cpp").is_file(), package
+    assert not list(package.glob("lib*/libbips.a")), "a prebuilt libbips.a is installed"
 
 
 def test_pkg_config_flags_point_into_the_package() -> None:
@@ -122,10 +125,36 @@ def test_pkg_config_flags_point_into_the_package() -> None:
     cflags = run(["pkg-config", "--cflags", "bips"], timeout=30, env=env).stdout.split()
     libs = run(["pkg-config", "--libs", "bips"], timeout=30, env=env).stdout.split()
     include_dirs = [Path(f[2:]).resolve() for f in cflags if f.startswith("-I")]
-    lib_dirs = [Path(f[2:]).resolve() for f in libs if f.startswith("-L")]
-    assert Path(bips.get_include()).resolve() in include_dirs, cflags
-    assert "-lbips" in libs
-    assert any((d / "libbips.a").is_file() for d in lib_dirs), libs
+    assert include_dirs == [Path(bips.get_include()).resolve()], cflags
+    assert not [f for f in cflags if f.startswith("-std=")], cflags  # the user's standard
+    assert libs == ["-pthread", "-lrt"], libs
+    # No prebuilt library: the core's sources, in the order of cmake/bipsCore.cmake.
+    sources = run(["pkg-config", "--variable=sources", "bips"], timeout=30, env=env).stdout.split()
+    srcdir = run(["pkg-config", "--variable=srcdir", "bips"], timeout=30, env=env).stdout.strip()
+    assert sources and all(Path(f).is_file() for f in sources), sources
+    assert all(Path(f).resolve().is_relative_to(Path(srcdir).resolve()) for f in sources)
+    if CORE_LIST.is_file():
+        assert [Path(f).relative_to(srcdir).as_posix() for f in sources] == core_sources()
+
+
+def core_sources() -> list[str]:
+    """BIPS_CORE_SOURCES from cmake/bipsCore.cmake."""
+    text = CORE_LIST.read_text(encoding="utf-8")
+    m = re.search(r"^set\(BIPS_CORE_SOURCES\s+(.*?)\)", text, re.MULTILINE | re.DOTALL)
+    assert m, f"no set(BIPS_CORE_SOURCES ...) in {CORE_LIST}"
+    return m.group(1).split()
+
+
+@needs_pyproject
+def test_every_core_source_is_listed_once() -> None:
+    """cmake/bipsCore.cmake is the one list of the core's sources, used by the build and by the
+    installed SDK: a .cpp in cpp/src that it misses would be missing from users' builds."""
+    listed = core_sources()
+    assert len(listed) == len(set(listed)), listed
+    on_disk = sorted(p.relative_to(CORE_SOURCES).as_posix() for p in CORE_SOURCES.rglob("*.cpp"))
+    assert sorted(listed) == on_disk
+    cmakelists = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert not re.search(r"cpp/src/\S+\.cpp", cmakelists), "a core source listed in CMakeLists"
 
 
 # --- (c) headers for C++ users only --------------------------------------------------------
@@ -233,7 +262,7 @@ def test_find_package_example_feeds_a_python_consumer(tmp_path: Path, pool_name:
 @pytest.mark.slow
 def test_wheel_carries_the_sdk(tmp_path: Path) -> None:
     """The wheel holds the compiled module, the typing files, and inside the package the C++ SDK:
-    public headers (the C API's bips.h too), the static library, the CMake config (+ version
+    public headers (the C API's bips.h too), the core's sources, the CMake config (+ version
     file) and bips.pc."""
     import zipfile
 
@@ -259,13 +288,17 @@ def test_wheel_carries_the_sdk(tmp_path: Path) -> None:
         "bips/include/bips/producer.hpp",
         "bips/include/bips/consumer.hpp",
         "bips/include/bips/version.hpp",
-        "bips/lib/libbips.a",
+        "bips/share/bips/src/segment.cpp",
+        "bips/share/bips/src/posix/file.hpp",
         "bips/lib/cmake/bips/bipsConfig.cmake",
         "bips/lib/cmake/bips/bipsConfigVersion.cmake",
-        "bips/lib/cmake/bips/bipsTargets.cmake",
+        "bips/lib/cmake/bips/bipsCore.cmake",
         "bips/lib/pkgconfig/bips.pc",
     }
     assert expected <= names, sorted(expected - names)
+    expected_sources = {f"bips/share/bips/src/{s}" for s in core_sources()}
+    assert expected_sources <= names, sorted(expected_sources - names)
+    assert not [n for n in names if n.endswith(".a")], "a prebuilt library in the wheel"
     assert any(re.fullmatch(r"bips/_core\.[^/]+\.so", n) for n in names), sorted(names)
     # Private implementation headers stay out of the SDK.
     assert not [n for n in names if n.startswith("bips/include/") and "layout" in n]

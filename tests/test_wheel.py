@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The portable wheel made by tools/build-wheel.sh, installed into a fresh virtual environment
-(no system site-packages): frames cross processes there, its C++ SDK builds an external CMake
-project that feeds a Python consumer, and auditwheel gave it the expected manylinux policy
+(no system site-packages): frames cross processes there; its C++ SDK (the core's sources) builds
+an external project with g++ and clang++, in C++17 and C++20, through CMake and through
+pkg-config, that feeds a Python consumer; and auditwheel gave it the expected manylinux policy
 without grafting the host's GStreamer or GLib into it."""
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import child, cmake_generator, read_message, require_cmake_project, run
+from helpers import (
+    child,
+    cmake_generator,
+    read_message,
+    require_cmake_project,
+    require_compiler,
+    run,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_WHEEL = REPO / "tools" / "build-wheel.sh"
@@ -29,6 +37,8 @@ TARGET = f"manylinux_2_28_{platform.machine()}"
 # Libraries the GStreamer plugin must take from the host, never from the wheel.
 HOST_ONLY = re.compile(r"(^|/)lib(gst[a-z]*-1\.0|glib-2\.0|gobject-2\.0|gmodule-2\.0|gio-2\.0)")
 PLUGIN = "bips/lib/gstreamer-1.0/libgstbips.so"
+SDK_SOURCES = "bips/share/bips/src/"
+HEADERS = "bips/include/bips/"
 
 pytestmark = pytest.mark.slow
 
@@ -167,17 +177,27 @@ def test_no_gstreamer_or_glib_grafted(wheel: Wheel) -> None:
     assert "libglib-2.0.so.0" in needed or "libgobject-2.0.so.0" in needed, needed
 
 
-def test_static_library_untouched_and_on_the_new_abi(wheel: Wheel) -> None:
+def test_sdk_is_the_core_sources(wheel: Wheel) -> None:
+    """The C++ SDK is source code: the core's sources and headers, byte for byte, and no
+    prebuilt library that would tie its users to the wheel's compiler."""
     with zipfile.ZipFile(wheel.path) as z:
-        shipped = z.read("bips/lib/libbips.a")
-    built = (wheel.build_dir / "libbips.a").read_bytes()
-    assert shipped == built, "auditwheel (or the install) changed libbips.a"
-    assert shipped.startswith(b"!<arch>\n")
-    if not shutil.which("nm"):
-        pytest.skip("nm (binutils) is not installed")
-    symbols = run(["nm", "--defined-only", str(wheel.build_dir / "libbips.a")], timeout=60).stdout
-    # std::string in the API is std::__cxx11::basic_string: _GLIBCXX_USE_CXX11_ABI=1.
-    assert re.search(r" T _ZN4bips13validate_nameERKNSt7__cxx1112basic_string", symbols)
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        assert not [n for n in names if n.endswith((".a", ".o"))], names
+        shipped = {n[len(SDK_SOURCES) :]: z.read(n) for n in names if n.startswith(SDK_SOURCES)}
+        headers = {n.rsplit("/", 1)[1]: z.read(n) for n in names if n.startswith(HEADERS)}
+    src = REPO / "cpp" / "src"
+    tree = {
+        p.relative_to(src).as_posix(): p.read_bytes()
+        for p in src.rglob("*")
+        if p.suffix in (".cpp", ".hpp", ".h")
+    }
+    assert sorted(shipped) == sorted(tree)
+    assert [k for k in tree if shipped[k] != tree[k]] == []
+    public = REPO / "cpp" / "include" / "bips"
+    for p in public.iterdir():
+        if p.suffix in (".hpp", ".h"):
+            assert headers.get(p.name) == p.read_bytes(), p.name
+    assert "version.hpp" in headers
 
 
 # --- the wheel installed in a fresh virtual environment -----------------------------------
@@ -251,34 +271,23 @@ def test_sdk_paths_point_into_the_venv(venv: Venv) -> None:
 
     if shutil.which("pkg-config"):
         # bips.pc computes its prefix from its own location, so it works wherever pip put it.
-        env = dict(
-            os.environ, PKG_CONFIG_PATH=_in_venv(venv, "-m", "bips", "--pkgconfig-dir").strip()
-        )
-        flags = run(
-            ["pkg-config", "--cflags", "--libs", "bips"], timeout=30, env=env
-        ).stdout.split()
-        dirs = [Path(f[2:]).resolve() for f in flags if f[:2] in ("-I", "-L")]
-        assert len(dirs) == 2 and all(d.is_relative_to(root) for d in dirs), flags
-        assert "-lbips" in flags
+        env = _pkg_config_env(venv)
+        flags = run(["pkg-config", "--cflags", "--libs", "bips"], timeout=30, env=env).stdout
+        dirs = [Path(f[2:]).resolve() for f in flags.split() if f[:2] in ("-I", "-L")]
+        assert len(dirs) == 1 and dirs[0].is_relative_to(root), flags
+        assert "-lbips" not in flags.split()  # no prebuilt library: the sources instead
+        sources = run(["pkg-config", "--variable=sources", "bips"], timeout=30, env=env).stdout
+        assert sources.split() and all(
+            Path(f).is_file() and Path(f).resolve().is_relative_to(root) for f in sources.split()
+        ), sources
 
 
-def test_find_package_project_built_against_the_venv(
-    venv: Venv, tmp_path: Path, pool_name: str
-) -> None:
-    require_cmake_project(EXAMPLE)
+def _pkg_config_env(venv: Venv) -> dict[str, str]:
+    pc_dir = _in_venv(venv, "-m", "bips", "--pkgconfig-dir").strip()
+    return dict(os.environ, PKG_CONFIG_PATH=pc_dir)
 
-    cmake_dir = _in_venv(venv, "-m", "bips", "--cmake-dir").strip()
-    build = tmp_path / "build"
-    configure = ["cmake", "-S", str(EXAMPLE), "-B", str(build), *cmake_generator()]
-    configure += [f"-Dbips_DIR={cmake_dir}", "-DCMAKE_BUILD_TYPE=Release"]
-    run(configure, timeout=120)
-    run(["cmake", "--build", str(build), "--parallel", "2"], timeout=300)
-    cache = (build / "CMakeCache.txt").read_text(encoding="utf-8")
-    m = re.search(r"^bips_DIR:\w+=(.*)$", cache, re.MULTILINE)
-    assert m and Path(m.group(1)).resolve() == Path(cmake_dir).resolve(), m
 
-    n, h, w = 12, 48, 64
-    consumer = r"""
+APP_CONSUMER = r"""
 name, n = sys.argv[1], int(sys.argv[2])
 frames = []
 with bips.Consumer(name, timeout=20) as cons:
@@ -291,9 +300,15 @@ with bips.Consumer(name, timeout=20) as cons:
         frame.release()
 emit(frames=frames)
 """
-    with child(consumer, pool_name, n, python=venv.python, env=_venv_env(), timeout=20) as cons:
-        app = subprocess.Popen(
-            [str(build / "app"), pool_name, str(n), str(h), str(w), "20"],
+
+
+def _app_feeds_a_consumer_in_the_venv(app: Path, venv: Venv, pool_name: str) -> None:
+    """examples/find_package's app publishes frames that a Python consumer in the venv gets."""
+    n, h, w = 12, 48, 64
+    env = _venv_env()
+    with child(APP_CONSUMER, pool_name, n, python=venv.python, env=env, timeout=20) as cons:
+        proc = subprocess.Popen(
+            [str(app), pool_name, str(n), str(h), str(w), "20"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -302,14 +317,67 @@ emit(frames=frames)
         try:
             assert read_message(cons, timeout=30) == {"attached": True}
             frames = read_message(cons, timeout=30)["frames"]
-            out, err = app.communicate(timeout=30)
+            out, err = proc.communicate(timeout=30)
         finally:
-            if app.poll() is None:
-                app.kill()
-                app.communicate()
-    assert app.returncode == 0, f"app exited with {app.returncode}\n{out}\n{err}"
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, f"app exited with {proc.returncode}\n{out}\n{err}"
     assert frames == [[i, [h, w, 3], f"frame {i}", True] for i in range(n)]
     assert f"published {n} frames" in out
+
+
+# The SDK's sources are compiled by the user's compiler: both of Debian's, both standards.
+@pytest.mark.parametrize("std", [17, 20])
+@pytest.mark.parametrize("compiler", ["g++", "clang++"])
+def test_find_package_project_built_against_the_venv(
+    venv: Venv, tmp_path: Path, pool_name: str, compiler: str, std: int
+) -> None:
+    require_cmake_project(EXAMPLE)
+    cxx = require_compiler(compiler)
+
+    cmake_dir = _in_venv(venv, "-m", "bips", "--cmake-dir").strip()
+    build = tmp_path / "build"
+    configure = ["cmake", "-S", str(EXAMPLE), "-B", str(build), *cmake_generator()]
+    configure += [f"-Dbips_DIR={cmake_dir}", "-DCMAKE_BUILD_TYPE=Release"]
+    configure += [f"-DCMAKE_CXX_COMPILER={cxx}", f"-DCMAKE_CXX_STANDARD={std}"]
+    configure += ["-DCMAKE_CXX_EXTENSIONS=OFF", "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"]
+    run(configure, timeout=120)
+    run(["cmake", "--build", str(build), "--parallel", "2"], timeout=300)
+    cache = (build / "CMakeCache.txt").read_text(encoding="utf-8")
+    m = re.search(r"^bips_DIR:\w+=(.*)$", cache, re.MULTILINE)
+    assert m and Path(m.group(1)).resolve() == Path(cmake_dir).resolve(), m
+
+    # The core's sources from the venv, and the app, compiled by that compiler in that standard.
+    commands = json.loads((build / "compile_commands.json").read_text(encoding="utf-8"))
+    sources = [Path(c["file"]).resolve() for c in commands]
+    assert sum(s.is_relative_to(venv.root.resolve()) for s in sources) >= 5, sources
+    for c in commands:
+        args = c.get("command", "").split()
+        assert args[0] == cxx and f"-std=c++{std}" in args, c
+
+    _app_feeds_a_consumer_in_the_venv(build / "app", venv, pool_name)
+
+
+@pytest.mark.parametrize("compiler", ["g++", "clang++"])
+def test_pkg_config_build_against_the_venv(
+    venv: Venv, tmp_path: Path, pool_name: str, compiler: str
+) -> None:
+    """The one-line build docs/cpp.md gives pkg-config users: the core's sources and the app in
+    one compiler call."""
+    if not shutil.which("pkg-config"):
+        pytest.skip("pkg-config is not installed")
+    cxx = require_compiler(compiler)
+    env = _pkg_config_env(venv)
+
+    def pkg_config(*args: str) -> list[str]:
+        return run(["pkg-config", *args, "bips"], timeout=30, env=env).stdout.split()
+
+    app = tmp_path / "app"
+    cmd = [cxx, "-std=c++17", "-O1", str(EXAMPLE / "main.cpp"), *pkg_config("--variable=sources")]
+    cmd += ["-I" + pkg_config("--variable=srcdir")[0], *pkg_config("--cflags", "--libs")]
+    run([*cmd, "-o", str(app)], timeout=300)
+    _app_feeds_a_consumer_in_the_venv(app, venv, pool_name)
 
 
 def test_gstreamer_finds_the_plugin_in_the_venv(venv: Venv, wheel: Wheel, tmp_path: Path) -> None:

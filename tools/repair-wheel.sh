@@ -56,18 +56,21 @@ if [ ${#repaired[@]} -ne 1 ] || [ ! -f "${repaired[0]}" ]; then
     exit 1
 fi
 
-# auditwheel only rewrites ELF shared objects; make sure the C++ SDK's static archive and the
-# plugin's dependencies came through as intended.
+# auditwheel only rewrites ELF shared objects; make sure the C++ SDK (headers, the core's sources,
+# the CMake config) came through unchanged, and the plugin's dependencies came through as intended.
 "$py" - "$wheel" "${repaired[0]}" <<'PY'
 import re
 import sys
 import zipfile
 
 raw, fixed = (zipfile.ZipFile(p) for p in sys.argv[1:3])
-archives = [n for n in raw.namelist() if n.endswith("/libbips.a")]
-if not archives:
-    sys.exit("repair-wheel.sh: the wheel has no libbips.a")
-for name in archives:
+sdk = [
+    n for n in raw.namelist()
+    if n.startswith(("bips/include/", "bips/share/bips/src/", "bips/lib/cmake/bips/"))
+]
+if not any(n.startswith("bips/share/bips/src/") and n.endswith(".cpp") for n in sdk):
+    sys.exit("repair-wheel.sh: the wheel has no C++ SDK sources (bips/share/bips/src/)")
+for name in sdk:
     if raw.read(name) != fixed.read(name):
         sys.exit(f"repair-wheel.sh: auditwheel changed {name}")
 grafted = [n for n in fixed.namelist() if n.split("/")[0].endswith(".libs")]
