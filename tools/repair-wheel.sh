@@ -49,7 +49,9 @@ command -v patchelf >/dev/null || {
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"${auditwheel[@]}" repair --plat "$plat" "${exclude_args[@]}" -w "$work" "$wheel" >&2
+# --only-plat: the wheel is tagged with PLATFORM alone, the policy it was built and tested for,
+# even where its symbol versions happen to be older still.
+"${auditwheel[@]}" repair --plat "$plat" --only-plat "${exclude_args[@]}" -w "$work" "$wheel" >&2
 repaired=("$work"/*.whl)
 if [ ${#repaired[@]} -ne 1 ] || [ ! -f "${repaired[0]}" ]; then
     echo "repair-wheel.sh: auditwheel wrote no wheel (or several) into $work" >&2
