@@ -111,11 +111,18 @@ public:
         const std::uint32_t cap = m_seg->params().capacity;
         const std::uint64_t qb = queued_bit(m_slot);
         if (!m_latest) {
-            // Fast path: the ring says which buffer carries the next seq; check, then take.
+            // Fast path: the buffer after the last one usually carries the next seq (the
+            // producer hands buffers out in turn), else the ring says which; check, then take.
+            // A right guess spares the ring's cache line, which the producer writes per frame.
             const std::uint64_t next = m_next.load(std::memory_order_relaxed);
-            const std::uint32_t i = m_seg->ring(next)->load(std::memory_order_relaxed);
-            if (i < cap && (m_seg->state(i).load(std::memory_order_acquire) & qb) &&
-                m_seg->desc(i)->seq.load(std::memory_order_relaxed) == next && take(i)) {
+            auto carries_next = [&](std::uint32_t i) {
+                return i < cap && (m_seg->state(i).load(std::memory_order_acquire) & qb) &&
+                       m_seg->desc(i)->seq.load(std::memory_order_relaxed) == next;
+            };
+            std::uint32_t i = m_guess.load(std::memory_order_relaxed);
+            if (!carries_next(i))
+                i = m_seg->ring(next)->load(std::memory_order_relaxed);
+            if (carries_next(i) && take(i)) {
                 if (m_seg->desc(i)->seq.load(std::memory_order_acquire) == next) {
                     fill(out, i);
                     return !lost_frame(out);
@@ -338,18 +345,18 @@ private:
         out.m_data = m_seg->data(i);
         out.m_seq = d->seq.load(std::memory_order_relaxed);
         m_next.store(out.m_seq + 1, std::memory_order_relaxed);
+        m_guess.store(i + 1 == p.capacity ? 0 : i + 1, std::memory_order_relaxed);
         out.m_timestamp_ns = d->timestamp_ns;
         out.m_nbytes = std::min<std::size_t>(d->nbytes, p.buffer_size);
         out.m_meta_len = static_cast<std::uint32_t>(std::min<std::size_t>(d->meta_len, p.meta_size));
         // One copy of the format, validated as a whole; never read again from the segment.
         DType dt{d->dtype_code, d->dtype_bits};
         const std::uint32_t nd = d->ndim;
-        std::int64_t dims[MAX_DIMS] = {};
-        const bool ok = nd <= MAX_DIMS;
+        const bool ok = nd > 0 && nd <= MAX_DIMS;
         if (ok)
-            std::copy(d->shape, d->shape + nd, dims);
-        if (ok && nd > 0 && frame_bytes(dims, nd, dt, p.buffer_size)) {
-            std::copy(dims, dims + MAX_DIMS, out.m_dims);
+            for (std::uint32_t k = 0; k < nd; ++k)
+                out.m_dims[k] = d->shape[k];
+        if (ok && frame_bytes(out.m_dims, nd, dt, p.buffer_size)) {
             out.m_ndim = nd;
             out.m_dtype = dt;
         } else {
@@ -368,6 +375,7 @@ private:
     bool m_latest;
     std::uint64_t m_instance;
     std::atomic<std::uint64_t> m_next{0}; // seq expected next (fast-path hint)
+    std::atomic<std::uint32_t> m_guess{0}; // buffer expected to carry it (fast-path hint)
     std::atomic<bool> m_gone{false};
     std::atomic<bool> m_stopped{false};
     std::atomic<int> m_sleeping{0}; // threads of this process between announcing sleep and waking

@@ -21,41 +21,6 @@ std::string DType::name() const {
     }
 }
 
-bool DType::valid() const noexcept {
-    switch (code) {
-    case Int:
-    case UInt:
-        return bits == 8 || bits == 16 || bits == 32 || bits == 64;
-    case Float:
-        return bits == 16 || bits == 32 || bits == 64;
-    case Bool:
-        return bits == 8;
-    default:
-        return false;
-    }
-}
-
-std::optional<std::size_t> frame_bytes(const std::int64_t *dims, std::size_t ndim, DType dtype,
-                                       std::size_t limit) noexcept {
-    if (!dtype.valid() || ndim > MAX_DIMS || dtype.itemsize() > limit)
-        return std::nullopt;
-    std::size_t nonzero = dtype.itemsize(); // bounds every stride
-    bool empty = false;
-    for (std::size_t k = 0; k < ndim; ++k) {
-        const std::int64_t d = dims[k];
-        if (d < 0)
-            return std::nullopt;
-        if (d == 0) {
-            empty = true;
-            continue;
-        }
-        if (static_cast<std::uint64_t>(d) > limit / nonzero)
-            return std::nullopt;
-        nonzero *= static_cast<std::size_t>(d);
-    }
-    return empty ? 0 : nonzero;
-}
-
 DType DType::from_name(const std::string &name) {
     static const struct {
         const char *name;

@@ -30,6 +30,9 @@ ProducerCore::ProducerCore(const std::string &name, const PoolOptions &options)
         m_seq[i].store(0, std::memory_order_relaxed);
     }
     m_last_sweep_ns.store(posix::monotonic_ns(), std::memory_order_relaxed);
+    const Params &p = params();
+    m_default_nbytes = p.ndim ? frame_bytes(p.shape, p.ndim, p.dtype, p.buffer_size).value_or(0)
+                              : p.buffer_size;
 }
 
 ProducerCore::~ProducerCore() { close(); }
@@ -127,17 +130,12 @@ std::int32_t ProducerCore::wake_batch() const noexcept {
     return std::max<std::int32_t>(1, std::min<std::int32_t>(coming, static_cast<std::int32_t>(cap / 2)));
 }
 
-// A truncation noticed while claiming (the SIGBUS guard ran inside claim_free) gives the
-// buffer back and reports it, instead of handing out a buffer of zero pages.
-Buffer ProducerCore::checked_buffer(std::uint32_t index) {
+Buffer ProducerCore::make_buffer(std::uint32_t index) {
     if (m_seg->lost()) {
+        // The SIGBUS guard ran while we claimed: report it rather than hand out zero pages.
         m_owned[index].store(0, std::memory_order_release);
         m_seg->check_not_lost();
     }
-    return make_buffer(index);
-}
-
-Buffer ProducerCore::make_buffer(std::uint32_t index) {
     const Params &p = params();
     // Before anything is written into the buffer: a consumer that still reads it (its bits
     // cleared by a peer) sees Frame::intact() turn false.
@@ -146,10 +144,9 @@ Buffer ProducerCore::make_buffer(std::uint32_t index) {
     // Every acquisition starts from the pool's default format (validated at creation).
     Format &f = m_format[index];
     f.ndim = p.ndim;
+    f.dims = p.shape;
     f.dtype = p.dtype;
-    std::copy(p.shape, p.shape + MAX_DIMS, f.shape);
-    f.nbytes = p.ndim ? frame_bytes(p.shape, p.ndim, p.dtype, p.buffer_size).value_or(0)
-                      : p.buffer_size;
+    f.nbytes = m_default_nbytes;
     Buffer b;
     b.m_core = shared_from_this();
     b.m_index = index;
@@ -188,7 +185,7 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
     } wait_stats{this, start_ns};
     for (;;) {
         if (claim_free(idx) || (drop && reclaim_oldest(idx)))
-            return checked_buffer(idx);
+            return make_buffer(idx);
         if (!wait)
             return std::nullopt;
         wait_stats.waited = true;
@@ -206,7 +203,7 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
         c->producer_sleeping.fetch_add(1, std::memory_order_seq_cst);
         if (claim_free(idx) || (drop && reclaim_oldest(idx))) {
             c->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
-            return checked_buffer(idx);
+            return make_buffer(idx);
         }
         auto slice = std::min<Duration>(deadline - now, MAX_SLEEP);
         posix::futex_wait(&c->free_futex, seen, slice);
@@ -240,7 +237,8 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
     d->ndim = f.ndim;
     d->dtype_code = f.dtype.code;
     d->dtype_bits = f.dtype.bits;
-    std::copy(f.shape, f.shape + MAX_DIMS, d->shape);
+    for (std::uint32_t k = 0; k < f.ndim; ++k) // consumers read ndim dimensions, no more
+        d->shape[k] = f.dims[k];
     d->nbytes = f.nbytes;
     const std::int64_t now_ns = posix::monotonic_ns();
     d->timestamp_ns = timestamp_ns >= 0 ? timestamp_ns : now_ns;
@@ -271,7 +269,9 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
     m_owned[idx].store(0, std::memory_order_release);
     if (delivered == 0)
         m_seg->wake_producer(); // free again at once: another thread may wait in acquire()
-    const std::uint64_t published = m_published.fetch_add(1, std::memory_order_relaxed) + 1;
+    // Under the publish mutex: a plain increment, no locked instruction.
+    const std::uint64_t published = m_published.load(std::memory_order_relaxed) + 1;
+    m_published.store(published, std::memory_order_relaxed);
     m_seg->header()->published.store(published, std::memory_order_relaxed);
     note_publish(now_ns, published);
     // Wake only slots that announced they sleep: a full queue costs no syscall. The waker
@@ -400,7 +400,7 @@ std::size_t Buffer::capacity() const noexcept { return m_core ? m_core->params()
 std::size_t Buffer::ndim() const noexcept { return m_core ? m_core->format(m_index).ndim : 0; }
 
 const std::int64_t *Buffer::dims() const noexcept {
-    return m_core ? m_core->format(m_index).shape : nullptr;
+    return m_core ? m_core->format(m_index).dims : nullptr;
 }
 
 Shape Buffer::shape() const { return Shape(dims(), dims() + ndim()); }
@@ -431,8 +431,8 @@ void Buffer::set_format(const std::int64_t *dims, std::size_t ndim, DType dtype)
                               std::to_string(cap) + " bytes of a buffer");
     auto &f = m_core->format(m_index);
     f.ndim = static_cast<std::uint32_t>(ndim);
-    std::fill(f.shape, f.shape + MAX_DIMS, 0);
     std::copy(dims, dims + ndim, f.shape);
+    f.dims = f.shape;
     f.dtype = dtype;
     f.nbytes = ndim ? *n : cap;
 }
@@ -446,8 +446,8 @@ void Buffer::set_nbytes(std::size_t nbytes) {
     auto &f = m_core->format(m_index);
     f.nbytes = nbytes;
     f.ndim = 1; // a variable-size payload is a flat byte frame
-    std::fill(f.shape, f.shape + MAX_DIMS, 0);
     f.shape[0] = static_cast<std::int64_t>(nbytes);
+    f.dims = f.shape;
     f.dtype = UINT8;
 }
 

@@ -34,7 +34,8 @@ public:
     /// file is only ever written from it, never read back.
     struct Format {
         std::uint32_t ndim = 0;
-        std::int64_t shape[MAX_DIMS] = {};
+        const std::int64_t *dims = nullptr; // the pool's default shape, or `shape` below
+        std::int64_t shape[MAX_DIMS] = {};  // a shape set for this frame
         DType dtype;
         std::size_t nbytes = 0;
     };
@@ -51,12 +52,12 @@ private:
     void maybe_sweep(std::int64_t now_ns, bool force, bool may_wait);
     void note_publish(std::int64_t now_ns, std::uint64_t published) noexcept;
     Buffer make_buffer(std::uint32_t index);
-    Buffer checked_buffer(std::uint32_t index);
     std::int32_t wake_batch() const noexcept;
 
     std::shared_ptr<Segment> m_seg;
     std::unique_ptr<std::atomic<std::uint8_t>[]> m_owned;  // acquired by this producer
     std::unique_ptr<std::atomic<std::uint32_t>[]> m_pins;  // outside references (see BufferPin)
+    std::size_t m_default_nbytes = 0;                      // of the pool's default format
     std::unique_ptr<Format[]> m_format;                    // owned by whoever acquired the buffer
     std::unique_ptr<std::atomic<std::uint64_t>[]> m_seq;   // seq each buffer was last published with
     std::atomic<std::uint64_t> m_next_seq{0};

@@ -322,9 +322,8 @@ void Segment::check_not_inherited() const {
                               "open a new one in the child");
 }
 
-void Segment::check_not_lost() const {
-    if (lost())
-        throw CorruptPool("pool '" + m_name + "': another process truncated its files (" +
+void Segment::throw_lost() const {
+    throw CorruptPool("pool '" + m_name + "': another process truncated its files (" +
                           pool_path(m_name) + "); nothing written or read since reached anyone. "
                           "Close this handle; a new producer re-creates the pool");
 }

@@ -6,6 +6,7 @@
 
 #include "layout.hpp"
 #include "posix/file.hpp"
+#include "posix/sigbus.hpp"
 
 #include <bips/types.hpp>
 
@@ -101,9 +102,14 @@ public:
     }
     /// True once another process shrank one of the files under our mappings: the SIGBUS guard
     /// put private zero pages there, and nothing written or read since reaches anyone.
-    bool lost() const noexcept { return m_head.lost() || m_payload.lost() || m_ctl.lost(); }
+    bool lost() const noexcept {
+        return posix::sigbus_any_lost() && (m_head.lost() || m_payload.lost() || m_ctl.lost());
+    }
     /// Throws CorruptPool when lost().
-    void check_not_lost() const;
+    void check_not_lost() const {
+        if (lost())
+            throw_lost();
+    }
     /// Producer: writes back the immutable parts of both headers if something (a truncated and
     /// re-extended file, a scribbling peer) changed them, so that new consumers can attach
     /// again. Returns true if anything had to be restored.
@@ -155,6 +161,7 @@ public:
 private:
     Segment() = default;
     void adopt(posix::File f, posix::File ctl);
+    [[noreturn]] void throw_lost() const;
     std::string m_name;
     std::string m_shm_name;
     std::string m_ctl_shm_name;

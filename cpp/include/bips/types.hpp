@@ -48,15 +48,46 @@ struct DType {
     /// Parses a numpy-style name; throws InvalidArgument for anything else.
     static DType from_name(const std::string &name);
     /// True for the pairs bips supports: int/uint 8-64, float 16-64, bool 8.
-    bool valid() const noexcept;
+    constexpr bool valid() const noexcept {
+        switch (code) {
+        case Int:
+        case UInt:
+            return bits == 8 || bits == 16 || bits == 32 || bits == 64;
+        case Float:
+            return bits == 16 || bits == 32 || bits == 64;
+        case Bool:
+            return bits == 8;
+        default:
+            return false;
+        }
+    }
 };
 
 /// Bytes of a C-contiguous frame of `ndim` dimensions `dims` and element type `dtype`, if every
 /// dimension is >= 0 and the frame fits in `limit` bytes. Strides are checked too: the product
 /// of the non-zero dimensions must fit, so a zero dimension cannot hide huge ones that would
 /// overflow a stride. nullopt otherwise (never overflows).
-std::optional<std::size_t> frame_bytes(const std::int64_t *dims, std::size_t ndim, DType dtype,
-                                       std::size_t limit) noexcept;
+inline std::optional<std::size_t> frame_bytes(const std::int64_t *dims, std::size_t ndim,
+                                              DType dtype, std::size_t limit) noexcept {
+    if (!dtype.valid() || ndim > MAX_DIMS || dtype.itemsize() > limit)
+        return std::nullopt;
+    std::size_t nonzero = dtype.itemsize(); // bounds every stride
+    bool empty = false;
+    for (std::size_t k = 0; k < ndim; ++k) {
+        const std::int64_t d = dims[k];
+        if (d < 0)
+            return std::nullopt;
+        if (d == 0) {
+            empty = true;
+            continue;
+        }
+        // No division: this runs for every frame received.
+        if (__builtin_mul_overflow(nonzero, static_cast<std::size_t>(d), &nonzero) ||
+            nonzero > limit)
+            return std::nullopt;
+    }
+    return empty ? 0 : nonzero;
+}
 
 inline constexpr DType UINT8{DType::UInt, 8};
 inline constexpr DType UINT16{DType::UInt, 16};

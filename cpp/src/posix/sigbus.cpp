@@ -15,6 +15,9 @@
 
 namespace bips::posix {
 
+std::atomic<std::uint32_t> g_sigbus_losses{0};
+
+
 namespace {
 
 // A slot's state word: the phase in the low two bits, above them how many handlers are reading
@@ -106,8 +109,10 @@ bool replace_lost_range(std::uintptr_t addr) noexcept {
             // second time; that only drops what was written to the first zero pages.
             replaced =
                 map_zero_pages(start, length, s.prot.load(std::memory_order_relaxed)) != MAP_FAILED;
-            if (replaced)
+            if (replaced) {
                 s.lost.store(true, std::memory_order_release);
+                g_sigbus_losses.fetch_add(1, std::memory_order_release);
+            }
         }
         unpin(s);
         if (hit)

@@ -13,7 +13,9 @@
 // guard away.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 
 namespace bips::posix {
 
@@ -33,6 +35,14 @@ void sigbus_unguard(int guard) noexcept;
 
 /// True once a SIGBUS in the guarded range replaced it by zero pages (false for -1).
 bool sigbus_lost(int guard) noexcept;
+
+/// How many guarded ranges this process has lost so far (written by the handler only).
+extern std::atomic<std::uint32_t> g_sigbus_losses;
+/// One load, for hot paths: false means no guarded range was ever lost, so sigbus_lost() would
+/// say false for every one.
+inline bool sigbus_any_lost() noexcept {
+    return g_sigbus_losses.load(std::memory_order_acquire) != 0;
+}
 
 /// Ranges guarded right now (for tests and diagnostics).
 std::size_t sigbus_guards_in_use() noexcept;
