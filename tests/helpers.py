@@ -294,3 +294,28 @@ def require_cmake_project(src: Any) -> None:
         pytest.skip("no C++ compiler (c++, g++, clang++ or $CXX) found")
     if not (src / "CMakeLists.txt").is_file():
         pytest.skip(f"{src} is not there (tests run outside a source checkout)")
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 10.0) -> tuple[int, str, str]:
+    """Waits for a text-mode ``proc`` (SIGKILL after ``timeout`` s); returns (rc, stdout,
+    stderr)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return proc.returncode, out, err
+
+
+def first_line(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
+    """The first line a text-mode ``proc`` prints. The examples print one once their pool
+    exists: attaching after it is deterministic, with no pool half-made under the consumer."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        pytest.fail(f"{proc.args} printed nothing within {timeout} s")
+    line = proc.stdout.readline()
+    if not line:
+        rc, out, err = stop(proc)
+        pytest.fail(f"{proc.args} exited with {rc} before printing anything\n{out}\n{err}")
+    return line

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import select
 import shutil
 import subprocess
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import bips
 import numpy as np
 import pytest
-from helpers import cmake_generator, require_cmake_project, run
+from helpers import cmake_generator, first_line, require_cmake_project, run, stop
 
 REPO = Path(__file__).resolve().parent.parent
 C_PRODUCER_SRC = REPO / "examples" / "c_producer"
@@ -40,28 +39,6 @@ def start(cmd: list[str]) -> subprocess.Popen[str]:
     )
 
 
-def first_line(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
-    """The first line ``proc`` prints (the examples print one once their pool exists or they
-    attached)."""
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        pytest.fail(f"{proc.args} printed nothing within {timeout} s")
-    line = proc.stdout.readline()
-    if not line:
-        rc, out, err = stop(proc)
-        pytest.fail(f"{proc.args} exited with {rc} before printing anything\n{out}\n{err}")
-    return line
-
-
-def stop(proc: subprocess.Popen[str], timeout: float = 20.0) -> tuple[int, str, str]:
-    """Waits for ``proc`` (SIGKILL after ``timeout`` s); returns (rc, stdout, stderr)."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    return proc.returncode, out, err
 
 
 # --- examples/c_producer ---------------------------------------------------------------------
@@ -113,7 +90,7 @@ def test_c_producer_feeds_a_python_consumer(c_producer: Path, pool_name: str) ->
                 frame.release()
             with pytest.raises(bips.ProducerGone):
                 cons.receive(timeout=10)
-        rc, out, err = stop(proc)
+        rc, out, err = stop(proc, timeout=20.0)
     finally:
         if proc.poll() is None:
             stop(proc, timeout=0)
@@ -183,7 +160,7 @@ def test_csharp_consumer_receives_python_frames(csharp_app: Path, pool_name: str
                 prod.publish(buf, timestamp_ns=ts, meta=f"frame {i}".encode())
                 published.append(ts)
             prod.close()
-            rc, out, err = stop(proc)
+            rc, out, err = stop(proc, timeout=20.0)
         finally:
             if proc.poll() is None:
                 stop(proc, timeout=0)
@@ -212,7 +189,7 @@ def test_csharp_producer_feeds_a_python_consumer(csharp_app: Path, pool_name: st
                 frame.release()
             with pytest.raises(bips.ProducerGone):
                 cons.receive(timeout=10)
-        rc, out, err = stop(proc)
+        rc, out, err = stop(proc, timeout=20.0)
     finally:
         if proc.poll() is None:
             stop(proc, timeout=0)

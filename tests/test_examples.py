@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import select
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,7 @@ import bips
 import numpy as np
 import pytest
 from conftest import unique_name
-from helpers import cmake_generator, require_cmake_project
+from helpers import cmake_generator, first_line, require_cmake_project, stop
 from helpers import run as run_checked
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,15 +35,6 @@ def meta_json(frame: bips.Frame) -> dict[str, Any]:
     """The frame's metadata as the video convention defines it: JSON, NUL-padded."""
     return json.loads(frame.meta.split(b"\0", 1)[0].decode())  # type: ignore[no-any-return]
 
-
-def stop(proc: subprocess.Popen[str], timeout: float = 10.0) -> tuple[int, str, str]:
-    """Waits for ``proc`` (SIGKILL after ``timeout`` s); returns (rc, stdout, stderr)."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    return proc.returncode, out, err
 
 
 # --- examples/gstreamer_cpp ------------------------------------------------------------------
@@ -76,19 +66,6 @@ def capture_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert app.is_file()
     return app
 
-
-def first_line(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
-    """The first line ``proc`` prints. The examples print one once their pool exists: attaching
-    after it is deterministic, with no pool half-made under the consumer."""
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        pytest.fail(f"{proc.args} printed nothing within {timeout} s")
-    line = proc.stdout.readline()
-    if not line:
-        rc, out, err = stop(proc)
-        pytest.fail(f"{proc.args} exited with {rc} before printing anything\n{out}\n{err}")
-    return line
 
 
 def start_capture(app: Path, *args: str) -> subprocess.Popen[str]:

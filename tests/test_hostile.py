@@ -8,7 +8,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import bips
 import pytest
