@@ -10,6 +10,7 @@ set(BIPS_CORE_SOURCES
   posix/file.cpp
   posix/sigbus.cpp
   segment.cpp
+  signaler.cpp
   producer.cpp
   consumer.cpp
   pool.cpp

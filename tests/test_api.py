@@ -420,6 +420,8 @@ def test_stats_numbers(pool_name: str) -> None:
             "consumers": 0,
             "acquire_waits": 0,
             "acquire_wait_ns": 0,
+            "spins": 0,
+            "sleeps": 0,
         }
         publish(prod, 0)  # nobody attached: not queued anywhere
         assert prod.stats.published == 1 and prod.stats.free == 4
@@ -438,6 +440,8 @@ def test_stats_numbers(pool_name: str) -> None:
             "consumers": 2,
             "acquire_waits": 0,
             "acquire_wait_ns": 0,
+            "spins": 0,
+            "sleeps": 0,
         }
         f = c1.receive(timeout=1.0)
         s1 = c1.stats
@@ -458,6 +462,8 @@ def test_stats_numbers(pool_name: str) -> None:
             "held",
             "slot",
             "reconnects",
+            "spins",
+            "sleeps",
         }
         f.release()
         assert c1.stats.held == 0

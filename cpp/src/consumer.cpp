@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "segment.hpp"
+#include "signaler.hpp"
 
 #include <bips/consumer.hpp>
 #include <bips/errors.hpp>
@@ -10,21 +11,11 @@
 #include <thread>
 #include <unistd.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define BIPS_CPU_RELAX() _mm_pause()
-#elif defined(__aarch64__)
-#define BIPS_CPU_RELAX() asm volatile("yield" ::: "memory")
-#else
-#define BIPS_CPU_RELAX() ((void)0)
-#endif
-
 namespace bips {
 namespace detail {
 
 namespace {
 constexpr std::int64_t LIVENESS_INTERVAL_NS = 100'000'000;
-constexpr Duration MAX_SLEEP = std::chrono::milliseconds(100);
 constexpr Duration POLL_PAUSE = std::chrono::milliseconds(5);
 } // namespace
 
@@ -444,8 +435,10 @@ std::string Frame::meta() const {
 // ---- Consumer -------------------------------------------------------------------------------
 
 struct Consumer::State {
+    explicit State(const ConsumerOptions &o) : options(o), spin(o.adaptive_spin) {}
     std::string name;
     ConsumerOptions options;
+    detail::SpinTuner spin; // how long receive() spins before it sleeps
     mutable std::mutex mutex;
     std::shared_ptr<detail::Attachment> att;
     std::atomic<bool> closed{false};
@@ -514,10 +507,9 @@ struct Consumer::State {
 };
 
 Consumer::Consumer(const std::string &name, const ConsumerOptions &options)
-    : m_state(std::make_unique<State>()) {
+    : m_state(std::make_unique<State>(options)) {
     validate_name(name);
     m_state->name = name;
-    m_state->options = options;
     m_state->att = m_state->connect(Clock::now() + options.wait, 0);
     m_state->last_check_ns = posix::monotonic_ns();
 }
@@ -580,20 +572,35 @@ bool Consumer::State::next(Clock::time_point deadline, bool wait, Frame *out) {
     auto got = [&] { return out ? att->try_take(*out) : att->any_queued(); };
     if (got())
         return true;
-    if (wait && st.options.spin.count() > 0) {
-        auto spin_end = std::min(deadline, Clock::now() + st.options.spin);
-        unsigned looks = 0;
-        do {
-            // A pause is ~100+ cycles on recent x86: a few per look keep the reaction time
-            // well under a microsecond.
-            for (int i = 0; i < 4; ++i)
-                BIPS_CPU_RELAX();
-            // Mostly watch one cache line, the ownership word of the buffer that usually comes
-            // next; every line we poll is one the producer must take back when it publishes.
-            if ((att->next_looks_queued() || (++looks & 15) == 0) && got())
-                return true;
-        } while (Clock::now() < spin_end);
+    const std::int64_t wait_start_ns = wait ? posix::monotonic_ns() : 0;
+    // A fixed spin (ConsumerOptions::spin) buys latency at any CPU price; else spin as long as
+    // recent waits say pays.
+    const std::int64_t spin_ns =
+        !wait ? 0
+        : st.options.spin.count() > 0
+            ? std::chrono::duration_cast<std::chrono::nanoseconds>(st.options.spin).count()
+            : st.spin.budget_ns();
+    if (spin_ns > 0) {
+        const auto left = std::max<Duration>(deadline - Clock::now(), Duration{0});
+        const std::int64_t left_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+        // Mostly watch one cache line, the ownership word of the buffer that usually comes
+        // next; every line we poll is one the producer must take back when it publishes.
+        if (detail::spin_until(wait_start_ns + std::min(spin_ns, left_ns),
+                               [&] { return att->next_looks_queued(); }, got)) {
+            st.spin.spun(posix::monotonic_ns() - wait_start_ns);
+            return true;
+        }
     }
+    // Learns from how long a wait that sleeps lasts in all.
+    struct Slept {
+        detail::SpinTuner &spin;
+        std::int64_t start_ns;
+        bool done = false;
+        ~Slept() {
+            if (done)
+                spin.slept(posix::monotonic_ns() - start_ns);
+        }
+    } slept{st.spin, wait_start_ns};
     for (;;) {
         std::int64_t now_ns = posix::monotonic_ns();
         bool check = now_ns - st.last_check_ns.load(std::memory_order_relaxed) >= detail::LIVENESS_INTERVAL_NS;
@@ -651,6 +658,7 @@ bool Consumer::State::next(Clock::time_point deadline, bool wait, Frame *out) {
         if (att->segment().header()->closed.load(std::memory_order_seq_cst) == 0 && !st.closed)
             posix::futex_wait(&c->publish_futex, seen, std::min<Duration>(deadline - now, detail::MAX_SLEEP));
         att->awake();
+        slept.done = true;
         if (st.closed)
             throw InvalidArgument("consumer of pool '" + st.name + "' was closed");
         if (got())
@@ -668,6 +676,8 @@ ConsumerStats Consumer::stats() const {
         s = m_state->past;
         s.reconnects = m_state->reconnects;
         att = m_state->att;
+        s.spins = m_state->spin.spins();
+        s.sleeps = m_state->spin.sleeps();
     }
     if (att) {
         auto *sd = att->segment().slot(att->slot());

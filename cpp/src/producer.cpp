@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "producer_core.hpp"
+#include "signaler.hpp"
 
 #include <bips/errors.hpp>
 
@@ -12,13 +13,12 @@ namespace bips {
 namespace detail {
 
 namespace {
-// How often a producer looks for dead consumers, and the longest single futex sleep.
+// How often a producer looks for dead consumers.
 constexpr std::int64_t SWEEP_INTERVAL_NS = 100'000'000;
-constexpr Duration MAX_SLEEP = std::chrono::milliseconds(100);
 } // namespace
 
 ProducerCore::ProducerCore(const std::string &name, const PoolOptions &options)
-    : m_seg(Segment::create(name, options)) {
+    : m_seg(Segment::create(name, options)), m_spin(options.adaptive_spin) {
     auto cap = m_seg->params().capacity;
     m_owned.reset(new std::atomic<std::uint8_t>[cap]);
     m_pins.reset(new std::atomic<std::uint32_t>[cap]);
@@ -183,12 +183,30 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
                 std::memory_order_relaxed);
         }
     } wait_stats{this, start_ns};
-    for (;;) {
-        if (claim_free(idx) || (drop && reclaim_oldest(idx)))
+    auto claim = [&] { return claim_free(idx) || (drop && reclaim_oldest(idx)); };
+    if (claim())
+        return make_buffer(idx);
+    if (!wait)
+        return std::nullopt;
+    wait_stats.waited = true;
+    if (const std::int64_t spin_ns = m_spin.budget_ns(); spin_ns > 0 && Clock::now() < deadline) {
+        // Watch the buffer that usually comes back first (the oldest one handed out).
+        auto hint = [&] {
+            const std::uint32_t i = m_cursor.load(std::memory_order_relaxed);
+            return m_seg->state(i).load(std::memory_order_relaxed) == 0;
+        };
+        const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now());
+        if (spin_until(start_ns + std::min<std::int64_t>(spin_ns, left.count()), hint, claim)) {
+            m_spin.spun(posix::monotonic_ns() - start_ns);
             return make_buffer(idx);
-        if (!wait)
-            return std::nullopt;
-        wait_stats.waited = true;
+        }
+    }
+    bool slept = false;
+    for (;;) {
+        if (slept && claim()) {
+            m_spin.slept(posix::monotonic_ns() - start_ns);
+            return make_buffer(idx);
+        }
         now_ns = posix::monotonic_ns();
         maybe_sweep(now_ns, false, true);
         auto now = Clock::now();
@@ -207,6 +225,7 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
         }
         auto slice = std::min<Duration>(deadline - now, MAX_SLEEP);
         posix::futex_wait(&c->free_futex, seen, slice);
+        slept = true;
         c->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
         if (closed())
             throw InvalidArgument("producer of pool '" + m_seg->name() + "' is closed");
@@ -339,6 +358,8 @@ ProducerStats ProducerCore::stats() const {
     s.consumers = static_cast<std::uint32_t>(__builtin_popcountll(queued_mask(active)));
     s.acquire_waits = m_acquire_waits.load(std::memory_order_relaxed);
     s.acquire_wait_ns = m_acquire_wait_ns.load(std::memory_order_relaxed);
+    s.spins = m_spin.spins();
+    s.sleeps = m_spin.sleeps();
     return s;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "segment.hpp"
+#include "signaler.hpp"
 
 #include <bips/producer.hpp>
 
@@ -55,6 +56,7 @@ private:
     std::int32_t wake_batch() const noexcept;
 
     std::shared_ptr<Segment> m_seg;
+    SpinTuner m_spin; // how long acquire() spins before it sleeps
     std::unique_ptr<std::atomic<std::uint8_t>[]> m_owned;  // acquired by this producer
     std::unique_ptr<std::atomic<std::uint32_t>[]> m_pins;  // outside references (see BufferPin)
     std::size_t m_default_nbytes = 0;                      // of the pool's default format

@@ -980,6 +980,8 @@ PYBIND11_MODULE(_core, m) {
         .def_readonly("consumers", &bips::ProducerStats::consumers)
         .def_readonly("acquire_waits", &bips::ProducerStats::acquire_waits)
         .def_readonly("acquire_wait_ns", &bips::ProducerStats::acquire_wait_ns)
+        .def_readonly("spins", &bips::ProducerStats::spins)
+        .def_readonly("sleeps", &bips::ProducerStats::sleeps)
         .def("_asdict", [](const bips::ProducerStats &s) {
             py::dict d;
             d["published"] = s.published;
@@ -990,6 +992,8 @@ PYBIND11_MODULE(_core, m) {
             d["consumers"] = s.consumers;
             d["acquire_waits"] = s.acquire_waits;
             d["acquire_wait_ns"] = s.acquire_wait_ns;
+            d["spins"] = s.spins;
+            d["sleeps"] = s.sleeps;
             return d;
         })
         .def("__repr__", [](const py::object &self) { return stats_repr<bips::ProducerStats>("ProducerStats", self); });
@@ -1002,6 +1006,8 @@ PYBIND11_MODULE(_core, m) {
         .def_readonly("held", &bips::ConsumerStats::held)
         .def_readonly("slot", &bips::ConsumerStats::slot)
         .def_readonly("reconnects", &bips::ConsumerStats::reconnects)
+        .def_readonly("spins", &bips::ConsumerStats::spins)
+        .def_readonly("sleeps", &bips::ConsumerStats::sleeps)
         .def("_asdict", [](const bips::ConsumerStats &s) {
             py::dict d;
             d["received"] = s.received;
@@ -1011,6 +1017,8 @@ PYBIND11_MODULE(_core, m) {
             d["held"] = s.held;
             d["slot"] = s.slot;
             d["reconnects"] = s.reconnects;
+            d["spins"] = s.spins;
+            d["sleeps"] = s.sleeps;
             return d;
         })
         .def("__repr__", [](const py::object &self) { return stats_repr<bips::ConsumerStats>("ConsumerStats", self); });
@@ -1129,7 +1137,8 @@ until they die; do not write through them after publishing.)doc");
     producer
         .def(py::init([](const std::string &name, std::uint32_t capacity, const py::object &shape,
                          const py::object &dtype, std::size_t buffer_size, const std::string &policy,
-                         unsigned mode, std::size_t meta_size, std::uint32_t max_consumers) {
+                         unsigned mode, std::size_t meta_size, std::uint32_t max_consumers,
+                         bool adaptive_spin) {
                  bips::PoolOptions o;
                  o.capacity = capacity;
                  if (!shape.is_none())
@@ -1140,12 +1149,14 @@ until they die; do not write through them after publishing.)doc");
                  o.mode = static_cast<mode_t>(mode);
                  o.meta_size = meta_size;
                  o.max_consumers = max_consumers;
+                 o.adaptive_spin = adaptive_spin;
                  py::gil_scoped_release nogil;
                  return std::make_unique<bips::Producer>(name, o);
              }),
              py::arg("name"), py::kw_only(), py::arg("capacity") = 8, py::arg("shape") = py::none(),
              py::arg("dtype") = "uint8", py::arg("buffer_size") = 0, py::arg("policy") = "block",
-             py::arg("mode") = 0600, py::arg("meta_size") = 0, py::arg("max_consumers") = 8)
+             py::arg("mode") = 0600, py::arg("meta_size") = 0, py::arg("max_consumers") = 8,
+             py::arg("adaptive_spin") = true)
         .def("try_acquire", [](bips::Producer &p) -> std::optional<PyBuffer> {
             if (auto b = p.try_acquire())
                 return PyBuffer(std::move(*b));
@@ -1176,12 +1187,13 @@ until they die; do not write through them after publishing.)doc");
     auto consumer = py::class_<bips::Consumer>(m, "Consumer", "Attaches to a pool and receives every frame in order.");
     consumer
         .def(py::init([](const std::string &name, bool latest, std::optional<double> timeout,
-                         bool reconnect, double spin, const py::object &owner) {
+                         bool reconnect, double spin, const py::object &owner, bool adaptive_spin) {
                  bips::ConsumerOptions o;
                  o.latest = latest;
                  o.reconnect = reconnect;
                  o.spin = seconds(spin);
                  o.owner = owner_option(owner);
+                 o.adaptive_spin = adaptive_spin;
                  if (timeout && *timeout == 0) {
                      py::gil_scoped_release nogil;
                      return std::make_unique<bips::Consumer>(name, o);
@@ -1205,7 +1217,8 @@ until they die; do not write through them after publishing.)doc");
                  return std::move(*c);
              }),
              py::arg("name"), py::kw_only(), py::arg("latest") = false, py::arg("timeout") = 0.0,
-             py::arg("reconnect") = false, py::arg("spin") = 0.0, py::arg("owner") = py::none())
+             py::arg("reconnect") = false, py::arg("spin") = 0.0, py::arg("owner") = py::none(),
+             py::arg("adaptive_spin") = true)
         .def("try_receive", [](bips::Consumer &c) -> std::optional<PyFrame> {
             if (auto f = c.try_receive())
                 return PyFrame(std::move(*f));

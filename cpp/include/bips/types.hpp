@@ -106,6 +106,10 @@ struct PoolOptions {
     Policy policy = Policy::block;  ///< overflow policy
     mode_t mode = 0600;             ///< permissions of the segment (0660/0666 for other users)
     std::uint32_t max_consumers = 8;
+    /// acquire() spins briefly before sleeping on a full pool while recent waits were short
+    /// (a few microseconds at most; never on a machine with one CPU). ProducerStats::spins and
+    /// ::sleeps show what it did.
+    bool adaptive_spin = true;
 };
 
 /// Per-consumer settings.
@@ -119,6 +123,9 @@ struct ConsumerOptions {
     Duration wait{0};             ///< how long the constructor waits for the pool (0: fail at once)
     bool reconnect = false;       ///< follow a new producer instead of raising ProducerGone
     Duration spin{0};             ///< busy-poll this long before sleeping in receive()
+    /// With spin 0: receive() spins briefly before sleeping while recent waits were short (a
+    /// few microseconds at most; never on a machine with one CPU). See ConsumerStats::spins.
+    bool adaptive_spin = true;
     /// Whose pools to accept: OWNER_SELF (this process's uid or root), ANY_OWNER, or a uid.
     /// A pool of another owner is refused with std::system_error(EPERM).
     std::int64_t owner = OWNER_SELF;
@@ -134,6 +141,8 @@ struct ProducerStats {
     std::uint32_t consumers = 0;  ///< attached consumers
     std::uint64_t acquire_waits = 0;   ///< acquires that found no free buffer and waited
     std::uint64_t acquire_wait_ns = 0; ///< total time spent in those waits
+    std::uint64_t spins = 0;  ///< waits in acquire() that ended while spinning (no sleep)
+    std::uint64_t sleeps = 0; ///< waits in acquire() that slept
 };
 
 /// Consumer-side counters; a snapshot.
@@ -145,6 +154,8 @@ struct ConsumerStats {
     std::uint32_t held = 0;      ///< frames this consumer holds now
     std::uint32_t slot = 0;      ///< consumer slot index in the pool
     std::uint64_t reconnects = 0;
+    std::uint64_t spins = 0;  ///< waits in receive() that ended while spinning (no sleep)
+    std::uint64_t sleeps = 0; ///< waits in receive() that slept
 };
 
 /// One consumer slot as seen from outside (list/info tools).

@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: Apache-2.0
+// How the two sides wait for each other: spin briefly when that has been paying, then sleep on
+// a futex word of the control file; and how the other side wakes them.
+//
+// Waking a sleeper costs a system call on each side and two context switches, several
+// microseconds of CPU in all: more than a whole hand-off costs when both sides keep up. So a
+// waiter first spins for a while, as adaptive mutexes do, but only as long as recent waits say
+// the wait will be short: a consumer of a 30 fps stream stops spinning after its first wait, a
+// hand-off at full speed spins for a few microseconds and never sleeps. Spinning needs a second
+// core for the other side to run on, so it is off on a machine (or an affinity mask) with one.
+#pragma once
+
+#include "posix/file.hpp"
+
+#include <bips/types.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define BIPS_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define BIPS_CPU_RELAX() asm volatile("yield" ::: "memory")
+#else
+#define BIPS_CPU_RELAX() ((void)0)
+#endif
+
+namespace bips::detail {
+
+/// Longest a waiter spins before it sleeps. A wait longer than this is not worth a core.
+inline constexpr std::int64_t MAX_SPIN_NS = 20'000;
+/// Longest single futex sleep: liveness checks and Ctrl-C need the waiter back regularly.
+inline constexpr Duration MAX_SLEEP = std::chrono::milliseconds(100);
+
+/// True when this process may run on more than one CPU (read once).
+bool spare_core() noexcept;
+
+/// Learns how long one waiter (a consumer's receive, a producer's acquire) should spin: twice
+/// the waits it has seen recently, up to MAX_SPIN_NS. Waits that outlast that bring it to 0, so a
+/// slow stream costs no CPU; a short sleep raises it again. Thread-safe (relaxed counters).
+class SpinTuner {
+public:
+    /// `enabled` false (or no spare core): never spins.
+    explicit SpinTuner(bool enabled) noexcept : m_enabled(enabled && spare_core()) {}
+
+    /// Nanoseconds to spin before sleeping now; 0: sleep at once.
+    std::int64_t budget_ns() const noexcept {
+        return m_enabled ? m_budget.load(std::memory_order_relaxed) : 0;
+    }
+    /// A wait that spun and saw its condition after `waited_ns`.
+    void spun(std::int64_t waited_ns) noexcept {
+        m_spins.fetch_add(1, std::memory_order_relaxed);
+        learn(waited_ns);
+    }
+    /// A wait that had to sleep and was over after `waited_ns` in all.
+    void slept(std::int64_t waited_ns) noexcept {
+        m_sleeps.fetch_add(1, std::memory_order_relaxed);
+        learn(waited_ns);
+    }
+    std::uint64_t spins() const noexcept { return m_spins.load(std::memory_order_relaxed); }
+    std::uint64_t sleeps() const noexcept { return m_sleeps.load(std::memory_order_relaxed); }
+    bool enabled() const noexcept { return m_enabled; }
+
+private:
+    void learn(std::int64_t waited_ns) noexcept {
+        if (!m_enabled)
+            return;
+        const std::int64_t want =
+            waited_ns >= MAX_SPIN_NS ? 0 : std::min<std::int64_t>(2 * waited_ns + 1000, MAX_SPIN_NS);
+        const std::int64_t old = m_budget.load(std::memory_order_relaxed);
+        // Up at once (one short wait is evidence enough), down by half per longer wait.
+        m_budget.store(want >= old ? want : std::max<std::int64_t>(0, (old + want) / 2 - 1),
+                       std::memory_order_relaxed);
+    }
+
+    bool m_enabled;
+    std::atomic<std::int64_t> m_budget{MAX_SPIN_NS / 2};
+    std::atomic<std::uint64_t> m_spins{0};
+    std::atomic<std::uint64_t> m_sleeps{0};
+};
+
+/// Spins until `ready()` (checked every `every` rounds, and `hint()` every round: one cheap
+/// look at the cache line that changes first) or `end_ns` on the monotonic clock.
+template <class Hint, class Ready>
+bool spin_until(std::int64_t end_ns, Hint &&hint, Ready &&ready, unsigned every = 16) {
+    for (unsigned round = 1;; ++round) {
+        // A pause is ~100+ cycles on recent x86: a few per look keep the reaction time well
+        // under a microsecond.
+        for (int i = 0; i < 4; ++i)
+            BIPS_CPU_RELAX();
+        if ((hint() || round % every == 0) && ready())
+            return true;
+        if (round % 8 == 0 && posix::monotonic_ns() >= end_ns)
+            return false;
+    }
+}
+
+} // namespace bips::detail
