@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: Apache-2.0
+// bips.Consumer, a plain CPython type that Python subclasses (bips.Consumer adds asyncio):
+// receive() runs once per frame, so it is a fast-call method. Also the event-loop waiter, the
+// core's Notifier.
+#include "common.hpp"
+
+#include <bips/notifier.hpp>
+
+#include <memory>
+
+namespace bipspy {
+namespace {
+
+struct ConsumerObject {
+    PyObject_HEAD
+    bips::Consumer *consumer; // nullptr until __init__ succeeded
+};
+
+PyTypeObject ConsumerType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+bips::Consumer &of(PyObject *self) { return consumer_of(self); }
+
+PyObject *consumer_new(PyTypeObject *type, PyObject *, PyObject *) {
+    PyObject *self = type->tp_alloc(type, 0);
+    if (self)
+        reinterpret_cast<ConsumerObject *>(self)->consumer = nullptr;
+    return self;
+}
+
+int consumer_init(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static const char *kwlist[] = {"name", "latest", "timeout", "reconnect", "spin", "owner",
+                                   "adaptive_spin", nullptr};
+    const char *name = nullptr;
+    int latest = 0, reconnect = 0, adaptive_spin = 1;
+    PyObject *timeout = nullptr, *owner = Py_None;
+    double spin = 0.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$pOpdOp:Consumer", const_cast<char **>(kwlist),
+                                     &name, &latest, &timeout, &reconnect, &spin, &owner,
+                                     &adaptive_spin))
+        return -1;
+    try {
+        bips::ConsumerOptions o;
+        o.latest = latest != 0;
+        o.reconnect = reconnect != 0;
+        o.spin = seconds(spin);
+        o.owner = owner_option(owner);
+        o.adaptive_spin = adaptive_spin != 0;
+        // timeout=0 (the default): attach now or fail; None: wait forever.
+        std::optional<double> t = timeout ? timeout_arg(timeout) : std::optional<double>(0.0);
+        std::unique_ptr<bips::Consumer> c = open_consumer(name, o, t);
+        auto *obj = reinterpret_cast<ConsumerObject *>(self);
+        delete obj->consumer;
+        obj->consumer = c.release();
+        return 0;
+    } catch (...) {
+        set_python_error();
+    }
+    return -1;
+}
+
+void consumer_dealloc(PyObject *self) {
+    auto *obj = reinterpret_cast<ConsumerObject *>(self);
+    delete obj->consumer; // detaches; frames still held stay valid
+    obj->consumer = nullptr;
+    Py_TYPE(self)->tp_free(self);
+}
+
+PyObject *consumer_receive(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
+    return guarded([&] {
+        static const char *const names[] = {"timeout"};
+        PyObject *a[1];
+        parse_args("receive", args, nargs, kw, names, a);
+        return new_frame(receive(of(self), timeout_arg(a[0])));
+    });
+}
+
+PyObject *consumer_try_receive(PyObject *self, PyObject *) {
+    return guarded([&] {
+        if (auto f = of(self).try_receive())
+            return new_frame(std::move(*f));
+        Py_RETURN_NONE;
+    });
+}
+
+PyObject *consumer_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
+    return guarded([&] {
+        static const char *const names[] = {"timeout"};
+        PyObject *a[1];
+        parse_args("wait", args, nargs, kw, names, a);
+        return PyBool_FromLong(wait_ready(of(self), timeout_arg(a[0])));
+    });
+}
+
+PyObject *consumer_iternext(PyObject *self) {
+    try {
+        return new_frame(receive(of(self), std::nullopt));
+    } catch (const bips::ProducerGone &) {
+        return nullptr; // end of iteration, no exception set
+    } catch (...) {
+        set_python_error();
+    }
+    return nullptr;
+}
+
+PyObject *consumer_iter(PyObject *self) {
+    Py_INCREF(self);
+    return self;
+}
+
+PyObject *consumer_close(PyObject *self, PyObject *) {
+    return guarded([&] {
+        of(self).close();
+        Py_RETURN_NONE;
+    });
+}
+
+PyObject *consumer_enter(PyObject *self, PyObject *) {
+    Py_INCREF(self);
+    return self;
+}
+
+PyObject *consumer_exit(PyObject *self, PyObject *const *, Py_ssize_t) { return consumer_close(self, nullptr); }
+
+template <class F> PyObject *get(PyObject *self, F &&f) {
+    return guarded([&] { return py::cast(f(of(self))).release().ptr(); });
+}
+
+PyObject *get_closed(PyObject *s, void *) { return get(s, [](bips::Consumer &c) { return c.closed(); }); }
+PyObject *get_stats(PyObject *s, void *) { return get(s, [](bips::Consumer &c) { return c.stats(); }); }
+PyObject *get_name(PyObject *s, void *) { return get(s, [](bips::Consumer &c) { return c.name(); }); }
+PyObject *get_capacity(PyObject *s, void *) { return get(s, [](bips::Consumer &c) { return c.capacity(); }); }
+PyObject *get_buffer_size(PyObject *s, void *) {
+    return get(s, [](bips::Consumer &c) { return c.buffer_size(); });
+}
+PyObject *get_policy(PyObject *s, void *) {
+    return get(s, [](bips::Consumer &c) { return policy_name(c.policy()); });
+}
+PyObject *get_shape(PyObject *s, void *) {
+    return guarded([&] {
+        const bips::Shape sh = of(s).shape();
+        return shape_tuple(sh.data(), sh.size()).release().ptr();
+    });
+}
+PyObject *get_dtype(PyObject *s, void *) {
+    return guarded([&] { return numpy_dtype(of(s).dtype()).inc_ref().ptr(); });
+}
+
+PyObject *consumer_repr(PyObject *self) {
+    return guarded([&] {
+        const bips::Consumer &c = of(self);
+        const std::string s = "<bips.Consumer '" + c.name() + "'" + (c.closed() ? " closed>" : ">");
+        return PyUnicode_FromString(s.c_str());
+    });
+}
+
+template <class F> PyCFunction fastcall(F f) {
+    return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(f));
+}
+
+PyMethodDef consumer_methods[] = {
+    {"receive", fastcall(consumer_receive), METH_FASTCALL | METH_KEYWORDS,
+     "receive($self, /, timeout=None)\n--\n\nThe next frame; waits up to `timeout` seconds (None: "
+     "forever). Raises Timeout, or ProducerGone once the producer is gone and nothing is queued."},
+    {"try_receive", consumer_try_receive, METH_NOARGS,
+     "try_receive($self, /)\n--\n\nThe next frame if one is queued, else None."},
+    {"wait", fastcall(consumer_wait), METH_FASTCALL | METH_KEYWORDS,
+     "wait($self, /, timeout=None)\n--\n\nWaits up to `timeout` seconds (None: forever) until "
+     "receive() would return at once: a frame is queued or the stream has ended. True if so, "
+     "False on timeout. Receives nothing."},
+    {"close", consumer_close, METH_NOARGS,
+     "close($self, /)\n--\n\nDetaches; frames still held stay valid until released. Idempotent."},
+    {"__enter__", consumer_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"},
+    {"__exit__", fastcall(consumer_exit), METH_FASTCALL, "__exit__($self, /, *args)\n--\n\nclose()."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyGetSetDef consumer_getset[] = {
+    {"closed", get_closed, nullptr, "True after close().", nullptr},
+    {"stats", get_stats, nullptr, "Consumer counters (a snapshot).", nullptr},
+    {"name", get_name, nullptr, "The pool's name.", nullptr},
+    {"capacity", get_capacity, nullptr, "Number of buffers in the pool.", nullptr},
+    {"buffer_size", get_buffer_size, nullptr, "Bytes per buffer.", nullptr},
+    {"policy", get_policy, nullptr, "'block' or 'drop_oldest'.", nullptr},
+    {"shape", get_shape, nullptr, "The pool's default frame shape.", nullptr},
+    {"dtype", get_dtype, nullptr, "The pool's default frame dtype.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+
+} // namespace
+
+bips::Consumer &consumer_of(py::handle obj) {
+    if (!PyObject_TypeCheck(obj.ptr(), &ConsumerType))
+        throw py::type_error("expected a bips.Consumer");
+    bips::Consumer *c = reinterpret_cast<ConsumerObject *>(obj.ptr())->consumer;
+    if (!c)
+        throw bips::InvalidArgument("Consumer.__init__ was not called");
+    return *c;
+}
+
+void register_consumer(py::module_ &m) {
+    ConsumerType.tp_name = "bips._core.Consumer";
+    ConsumerType.tp_basicsize = sizeof(ConsumerObject);
+    ConsumerType.tp_dealloc = consumer_dealloc;
+    ConsumerType.tp_repr = consumer_repr;
+    ConsumerType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE;
+    ConsumerType.tp_doc =
+        "Consumer(name, *, latest=False, timeout=0.0, reconnect=False, spin=0.0, owner=None, "
+        "adaptive_spin=True)\n--\n\nAttaches to a pool and receives every frame in order.";
+    ConsumerType.tp_methods = consumer_methods;
+    ConsumerType.tp_getset = consumer_getset;
+    ConsumerType.tp_iter = consumer_iter;
+    ConsumerType.tp_iternext = consumer_iternext;
+    ConsumerType.tp_new = consumer_new;
+    ConsumerType.tp_init = consumer_init;
+    ConsumerType.tp_alloc = PyType_GenericAlloc;
+    ConsumerType.tp_free = PyObject_Del;
+    add_type(m, "Consumer", &ConsumerType);
+
+    // The notifier's thread uses the consumer: the Python Consumer owns its waiter (a slot,
+    // freed before the consumer itself), and no reference goes the other way, so no cycle
+    // keeps a consumer attached after its last use.
+    py::class_<bips::Notifier>(m, "_AsyncWaiter", "asyncio support of Consumer (internal).")
+        .def(py::init([](py::handle consumer) { return std::make_unique<bips::Notifier>(consumer_of(consumer)); }),
+             py::arg("consumer"))
+        .def("fileno", &bips::Notifier::fd)
+        .def("arm", &bips::Notifier::arm)
+        .def("disarm", &bips::Notifier::disarm)
+        .def("clear", &bips::Notifier::clear)
+        .def("close", &bips::Notifier::close, py::call_guard<py::gil_scoped_release>());
+}
+
+} // namespace bipspy

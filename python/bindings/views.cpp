@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "views.hpp"
+
+#include "dlpack.hpp"
+
+#include <algorithm>
+
+namespace bipspy {
+namespace {
+
+void c_strides(const ViewSpec &v, std::int64_t unit, std::int64_t *out) {
+    std::int64_t s = unit;
+    for (std::size_t i = v.ndim; i-- > 0;) {
+        out[i] = s;
+        s *= v.dims[i];
+    }
+}
+
+// The DLPack deleter may run on any thread, with or without the GIL (torch frees tensors
+// where it likes): it takes the GIL to drop the keeper, unless the interpreter is gone.
+struct DLContext {
+    PyObject *keeper;
+    std::int64_t shape[bips::MAX_DIMS];
+    std::int64_t strides[bips::MAX_DIMS];
+    bips::dlpack::ManagedTensor legacy;
+    bips::dlpack::ManagedTensorVersioned versioned;
+};
+
+void drop_context(void *p) noexcept {
+    auto *ctx = static_cast<DLContext *>(p);
+    if (Py_IsInitialized()) {
+        PyGILState_STATE g = PyGILState_Ensure();
+        Py_DECREF(ctx->keeper);
+        PyGILState_Release(g);
+    }
+    delete ctx;
+}
+
+void fill_dl_tensor(DLContext *ctx, const ViewSpec &v, bips::dlpack::Tensor &t) {
+    std::copy(v.dims, v.dims + v.ndim, ctx->shape);
+    c_strides(v, 1, ctx->strides);
+    t.data = v.data;
+    t.device = {bips::dlpack::DEVICE_CPU, 0};
+    t.ndim = static_cast<std::int32_t>(v.ndim);
+    t.dtype = {v.dtype.code, v.dtype.bits, 1};
+    t.shape = ctx->shape;
+    t.strides = ctx->strides;
+    t.byte_offset = 0;
+}
+
+// Only an unconsumed capsule still owns the tensor: consumers rename it.
+void versioned_capsule_gone(PyObject *cap) {
+    if (PyCapsule_IsValid(cap, "dltensor_versioned")) {
+        auto *p = static_cast<bips::dlpack::ManagedTensorVersioned *>(
+            PyCapsule_GetPointer(cap, "dltensor_versioned"));
+        if (p && p->deleter)
+            p->deleter(p);
+    }
+}
+
+void legacy_capsule_gone(PyObject *cap) {
+    if (PyCapsule_IsValid(cap, "dltensor")) {
+        auto *p = static_cast<bips::dlpack::ManagedTensor *>(PyCapsule_GetPointer(cap, "dltensor"));
+        if (p && p->deleter)
+            p->deleter(p);
+    }
+}
+
+std::pair<long, long> int_pair(PyObject *o, const char *what) {
+    auto t = py::reinterpret_borrow<py::object>(o);
+    if (!py::isinstance<py::tuple>(t) || py::len(t) != 2)
+        throw py::type_error(std::string(what) + " must be a tuple of two ints");
+    return {t[py::int_(0)].cast<long>(), t[py::int_(1)].cast<long>()};
+}
+
+} // namespace
+
+PyObject *make_numpy(const ViewSpec &v) {
+    auto &api = py::detail::npy_api::get();
+    Py_intptr_t shape[bips::MAX_DIMS];
+    for (std::size_t i = 0; i < v.ndim; ++i)
+        shape[i] = static_cast<Py_intptr_t>(v.dims[i]);
+    const int flags = v.readonly ? 0 : py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    PyObject *descr = numpy_dtype(v.dtype).inc_ref().ptr(); // NewFromDescr steals it
+    // No strides: numpy computes C-contiguous ones itself.
+    PyObject *arr = api.PyArray_NewFromDescr_(api.PyArray_Type_, descr, static_cast<int>(v.ndim),
+                                              shape, nullptr, v.data, flags, nullptr);
+    if (!arr)
+        return nullptr;
+    Py_INCREF(v.keeper);
+    if (api.PyArray_SetBaseObject_(arr, v.keeper) != 0) { // steals the keeper, even on failure
+        Py_DECREF(arr);
+        return nullptr;
+    }
+    return arr;
+}
+
+int fill_py_buffer(const ViewSpec &v, Py_buffer *view, int flags, Py_ssize_t *shape,
+                   Py_ssize_t *strides) {
+    if ((flags & PyBUF_WRITABLE) == PyBUF_WRITABLE && v.readonly) {
+        PyErr_SetString(PyExc_BufferError, "frames are read-only");
+        view->obj = nullptr;
+        return -1;
+    }
+    std::int64_t st[bips::MAX_DIMS];
+    c_strides(v, static_cast<std::int64_t>(v.dtype.itemsize()), st);
+    auto len = static_cast<Py_ssize_t>(v.dtype.itemsize());
+    for (std::size_t i = 0; i < v.ndim; ++i) {
+        shape[i] = static_cast<Py_ssize_t>(v.dims[i]);
+        strides[i] = static_cast<Py_ssize_t>(st[i]);
+        len *= shape[i];
+    }
+    view->buf = v.data;
+    Py_INCREF(v.keeper);
+    view->obj = v.keeper;
+    view->len = len;
+    view->readonly = v.readonly ? 1 : 0;
+    view->itemsize = static_cast<Py_ssize_t>(v.dtype.itemsize());
+    view->format = (flags & PyBUF_FORMAT) ? const_cast<char *>(struct_format(v.dtype)) : nullptr;
+    view->ndim = static_cast<int>(v.ndim);
+    view->shape = (flags & PyBUF_ND) == PyBUF_ND ? shape : nullptr;
+    view->strides = (flags & PyBUF_STRIDES) == PyBUF_STRIDES ? strides : nullptr;
+    view->suboffsets = nullptr;
+    view->internal = nullptr;
+    return 0;
+}
+
+PyObject *make_dlpack(const ViewSpec &v, PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames) {
+    static const char *const names[] = {"stream", "max_version", "dl_device", "copy"};
+    PyObject *a[4];
+    parse_args("__dlpack__", args, nargs, kwnames, names, a, 0);
+    PyObject *stream = a[0], *max_version = a[1], *dl_device = a[2], *copy = a[3];
+    if (copy && copy != Py_None && PyObject_IsTrue(copy))
+        throw py::buffer_error("bips exports shared memory without copying; copy=True is not supported");
+    if (dl_device && dl_device != Py_None &&
+        int_pair(dl_device, "dl_device").first != bips::dlpack::DEVICE_CPU)
+        throw py::buffer_error("bips frames live in CPU memory");
+    if (stream && stream != Py_None &&
+        !(PyLong_Check(stream) && PyLong_AsLong(stream) == -1 && !PyErr_Occurred()))
+        throw py::buffer_error("stream must be None for CPU tensors");
+    bool versioned = false;
+    bips::dlpack::Version version = bips::dlpack::VERSION;
+    if (max_version && max_version != Py_None) {
+        const auto mv = int_pair(max_version, "max_version");
+        versioned = mv.first >= 1;
+        if (mv.first == 1 && static_cast<std::uint32_t>(std::max(mv.second, 0L)) < version.minor)
+            version.minor = static_cast<std::uint32_t>(std::max(mv.second, 0L));
+    }
+    if (!versioned && v.readonly)
+        // The legacy struct cannot say read-only; an importer would write into a PROT_READ
+        // mapping and crash. numpy and torch ask for the versioned one.
+        throw py::buffer_error("frames are read-only: ask for DLPack >= 1.0 (max_version=(1, 0)), "
+                               "which carries the read-only flag");
+    auto *ctx = new DLContext{};
+    Py_INCREF(v.keeper);
+    ctx->keeper = v.keeper;
+    PyObject *cap;
+    if (versioned) {
+        auto &mt = ctx->versioned;
+        mt.version = version;
+        mt.manager_ctx = ctx;
+        mt.deleter = [](bips::dlpack::ManagedTensorVersioned *self) { drop_context(self->manager_ctx); };
+        mt.flags = v.readonly ? bips::dlpack::FLAG_READ_ONLY : 0;
+        fill_dl_tensor(ctx, v, mt.dl_tensor);
+        cap = PyCapsule_New(&mt, "dltensor_versioned", versioned_capsule_gone);
+    } else {
+        auto &mt = ctx->legacy;
+        mt.manager_ctx = ctx;
+        mt.deleter = [](bips::dlpack::ManagedTensor *self) { drop_context(self->manager_ctx); };
+        fill_dl_tensor(ctx, v, mt.dl_tensor);
+        cap = PyCapsule_New(&mt, "dltensor", legacy_capsule_gone);
+    }
+    if (!cap)
+        drop_context(ctx);
+    return cap;
+}
+
+PyObject *array_protocol(PyObject *array, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames) {
+    auto a = py::reinterpret_steal<py::object>(array);
+    static const char *const names[] = {"dtype", "copy"};
+    PyObject *p[2];
+    parse_args("__array__", args, nargs, kwnames, names, p);
+    const bool want_copy = p[1] && p[1] != Py_None && PyObject_IsTrue(p[1]);
+    if (p[0] && p[0] != Py_None) {
+        py::object copy = p[1] && p[1] != Py_None ? py::reinterpret_borrow<py::object>(p[1])
+                                                  : py::object(py::bool_(false));
+        return a.attr("astype")(py::handle(p[0]), py::arg("copy") = copy).release().ptr();
+    }
+    if (want_copy)
+        return a.attr("copy")().release().ptr();
+    return a.release().ptr();
+}
+
+PyObject *dlpack_device() { return Py_BuildValue("(ii)", bips::dlpack::DEVICE_CPU, 0); }
+
+} // namespace bipspy
