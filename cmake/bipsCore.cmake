@@ -12,6 +12,9 @@ set(BIPS_CORE_SOURCES
   segment.cpp
   producer.cpp
   consumer.cpp
+  consumer_attach.cpp
+  interrupt.cpp
+  notifier.cpp
   pool.cpp
   c_api.cpp
 )

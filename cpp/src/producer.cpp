@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+#include "interrupt.hpp"
 #include "producer_core.hpp"
 
 #include <bips/errors.hpp>
@@ -205,11 +206,12 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
             c->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
             return make_buffer(idx);
         }
-        auto slice = std::min<Duration>(deadline - now, MAX_SLEEP);
+        auto slice = interruptible(std::min<Duration>(deadline - now, MAX_SLEEP));
         posix::futex_wait(&c->free_futex, seen, slice);
         c->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
         if (closed())
             throw InvalidArgument("producer of pool '" + m_seg->name() + "' is closed");
+        check_interrupt("Producer::acquire", m_seg->name());
     }
 }
 
