@@ -173,8 +173,6 @@ template <class T> T *make(T value) { return new T{std::move(value)}; }
 
 extern "C" {
 
-// ---- errors ------------------------------------------------------------------------------
-
 const char *bips_status_name(bips_status status) noexcept {
     switch (status) {
     case BIPS_OK:
@@ -212,8 +210,6 @@ const char *bips_last_error_message(void) noexcept { return t_message; }
 int bips_last_errno(void) noexcept { return t_errno; }
 
 const char *bips_version(void) noexcept { return BIPS_VERSION; }
-
-// ---- formats and options -----------------------------------------------------------------
 
 const char *bips_dtype_name(bips_dtype dtype) noexcept {
     switch (dtype) {
@@ -273,8 +269,6 @@ void bips_consumer_options_init(bips_consumer_options *options) noexcept {
     options->latest = d.latest ? 1 : 0;
     options->reconnect = d.reconnect ? 1 : 0;
 }
-
-// ---- producer ----------------------------------------------------------------------------
 
 bips_status bips_producer_create(const char *name, const bips_producer_options *options,
                                  bips_producer **out) noexcept {
@@ -410,8 +404,6 @@ size_t bips_buffer_meta_capacity(const bips_buffer *buffer) noexcept {
 
 void bips_buffer_discard(bips_buffer *buffer) noexcept { delete buffer; }
 
-// ---- consumer ----------------------------------------------------------------------------
-
 bips_status bips_consumer_open(const char *name, const bips_consumer_options *options,
                                bips_consumer **out) noexcept {
     BIPS_OUT(out);
@@ -520,8 +512,6 @@ int bips_frame_intact(const bips_frame *frame) noexcept {
 }
 
 void bips_frame_release(bips_frame *frame) noexcept { delete frame; }
-
-// ---- inspecting pools --------------------------------------------------------------------
 
 bips_status bips_list_pools(bips_pool_list **out) noexcept {
     BIPS_OUT(out);

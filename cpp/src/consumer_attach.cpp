@@ -97,7 +97,8 @@ void PoolWait::pause(const NotThere &why) {
         if (why.producer_gone)
             throw ProducerGone("pool '" + m_name + "' has no live producer");
         if (why.status == OpenStatus::stale)
-            throw PoolNotFound("pool '" + m_name + "' was never completed (its creator died); "
+            throw PoolNotFound("pool '" + m_name +
+                               "' was never completed (its creator died); "
                                "a new producer will replace it");
         if (initializing)
             throw Timeout("pool '" + m_name + "' is still being created");

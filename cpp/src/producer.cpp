@@ -346,8 +346,6 @@ ProducerStats ProducerCore::stats() const {
 
 } // namespace detail
 
-// ---- BufferPin ------------------------------------------------------------------------------
-
 BufferPin::BufferPin(BufferPin &&o) noexcept : m_core(std::move(o.m_core)), m_index(o.m_index) {}
 
 BufferPin &BufferPin::operator=(BufferPin &&o) noexcept {
@@ -367,8 +365,6 @@ void BufferPin::reset() noexcept {
         m_core.reset();
     }
 }
-
-// ---- Buffer ---------------------------------------------------------------------------------
 
 Buffer::Buffer(Buffer &&o) noexcept
     : m_core(std::move(o.m_core)), m_index(o.m_index), m_data(o.m_data) {
@@ -468,8 +464,6 @@ BufferPin Buffer::pin() const {
     p.m_index = m_index;
     return p;
 }
-
-// ---- Producer -------------------------------------------------------------------------------
 
 Producer::Producer(const std::string &name, const PoolOptions &options)
     : m_core(std::make_shared<detail::ProducerCore>(name, options)) {}

@@ -19,7 +19,7 @@ bool trip_after_n() noexcept { return g_calls.fetch_add(1) + 1 >= g_trip_at.load
 
 // Installs trip_after_n for one scope, tripping at call `n` (0: never).
 class ScopedCheck {
-  public:
+public:
     explicit ScopedCheck(int n) {
         g_calls = 0;
         g_trip_at = n > 0 ? n : INT32_MAX;
@@ -29,7 +29,7 @@ class ScopedCheck {
     ScopedCheck &operator=(const ScopedCheck &) = delete;
     ~ScopedCheck() { set_interrupt_check(m_previous); }
 
-  private:
+private:
     InterruptCheck m_previous = nullptr;
 };
 

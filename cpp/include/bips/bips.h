@@ -39,8 +39,6 @@ extern "C" {
 /* ...or pools of any owner. A uid (>= 0) accepts that user's pools only. */
 #define BIPS_ANY_OWNER (-2)
 
-/* ---- errors ---------------------------------------------------------------------------- */
-
 /* The enumerated types below are plain int32_t, with their values in an enum: a C or foreign
  * caller may hand over any value, which C++ (where the library is written) could not hold in an
  * enum type without undefined behaviour. The size is also the same for every compiler. */
@@ -86,8 +84,6 @@ const char *bips_last_error_message(void) BIPS_NOEXCEPT;
 int bips_last_errno(void) BIPS_NOEXCEPT;
 /// The library's version, "MAJOR.MINOR.PATCH". Static.
 const char *bips_version(void) BIPS_NOEXCEPT;
-
-/* ---- formats and options ---------------------------------------------------------------- */
 
 /// Element type of a frame: a bips_dtype_code, whose value is (DLPack type code << 8) | bits.
 typedef int32_t bips_dtype;
@@ -143,8 +139,6 @@ typedef struct bips_consumer_options {
 void bips_producer_options_init(bips_producer_options *options) BIPS_NOEXCEPT;
 /// Fills `options` with the defaults. Does nothing for NULL.
 void bips_consumer_options_init(bips_consumer_options *options) BIPS_NOEXCEPT;
-
-/* ---- producer --------------------------------------------------------------------------- */
 
 typedef struct bips_producer bips_producer;
 typedef struct bips_buffer bips_buffer;
@@ -213,8 +207,6 @@ size_t bips_buffer_meta_capacity(const bips_buffer *buffer) BIPS_NOEXCEPT;
 /// Gives the buffer back unpublished and frees the handle. Does nothing for NULL.
 void bips_buffer_discard(bips_buffer *buffer) BIPS_NOEXCEPT;
 
-/* ---- consumer --------------------------------------------------------------------------- */
-
 typedef struct bips_consumer bips_consumer;
 typedef struct bips_frame bips_frame;
 
@@ -275,8 +267,6 @@ size_t bips_frame_meta_size(const bips_frame *frame) BIPS_NOEXCEPT;
 int bips_frame_intact(const bips_frame *frame) BIPS_NOEXCEPT;
 /// Gives the buffer back and frees the handle. Does nothing for NULL.
 void bips_frame_release(bips_frame *frame) BIPS_NOEXCEPT;
-
-/* ---- inspecting pools ------------------------------------------------------------------- */
 
 typedef struct bips_pool_list bips_pool_list;
 
