@@ -28,6 +28,9 @@ struct bips_consumer {
 struct bips_frame {
     bips::Frame frame;
 };
+struct bips_notifier {
+    bips::Notifier notifier;
+};
 struct bips_pool_list {
     std::vector<bips::PoolInfo> pools;
 };
@@ -474,6 +477,39 @@ bips_status bips_consumer_close(bips_consumer *consumer) noexcept {
 }
 
 void bips_consumer_free(bips_consumer *consumer) noexcept { delete consumer; }
+
+bips_status bips_notifier_new(bips_consumer *consumer, bips_notifier **out) noexcept {
+    BIPS_OUT(out);
+    BIPS_NOT_NULL(consumer);
+    return guard([&]() -> bips_status {
+        *out = new bips_notifier{bips::Notifier(consumer->consumer)};
+        return BIPS_OK;
+    });
+}
+
+int bips_notifier_fd(const bips_notifier *notifier) noexcept {
+    return notifier ? notifier->notifier.fd() : -1;
+}
+
+bips_status bips_notifier_arm(bips_notifier *notifier) noexcept {
+    BIPS_NOT_NULL(notifier);
+    return guard([&]() -> bips_status {
+        notifier->notifier.arm();
+        return BIPS_OK;
+    });
+}
+
+void bips_notifier_disarm(bips_notifier *notifier) noexcept {
+    if (notifier)
+        notifier->notifier.disarm();
+}
+
+void bips_notifier_clear(bips_notifier *notifier) noexcept {
+    if (notifier)
+        notifier->notifier.clear();
+}
+
+void bips_notifier_free(bips_notifier *notifier) noexcept { delete notifier; }
 
 const void *bips_frame_data(const bips_frame *frame) noexcept {
     return frame ? frame->frame.data() : nullptr;

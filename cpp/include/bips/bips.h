@@ -8,8 +8,9 @@
  * Accessors that cannot fail return a value directly (0 or NULL for a NULL handle).
  *
  * Lifetimes: each handle is freed by its own function (bips_producer_free, bips_consumer_free,
- * bips_buffer_discard or bips_producer_publish, bips_frame_release, bips_pool_list_free). A
- * buffer or frame may outlive the producer or consumer it came from. */
+ * bips_buffer_discard or bips_producer_publish, bips_frame_release, bips_pool_list_free,
+ * bips_notifier_free). A buffer or frame may outlive the producer or consumer it came from; a
+ * notifier may not outlive its consumer. */
 #ifndef BIPS_BIPS_H
 #define BIPS_BIPS_H
 
@@ -247,6 +248,25 @@ bips_status bips_consumer_get_stats(const bips_consumer *consumer,
 bips_status bips_consumer_close(bips_consumer *consumer) BIPS_NOEXCEPT;
 /// Closes (if still open) and frees the handle. Does nothing for NULL.
 void bips_consumer_free(bips_consumer *consumer) BIPS_NOEXCEPT;
+
+/// An event loop's view of a consumer (bips::Notifier): a file descriptor that turns readable
+/// when the consumer has a frame queued or its stream ended. Poll it for reading; when readable,
+/// call bips_notifier_clear, receive with bips_consumer_try_receive, and arm again.
+typedef struct bips_notifier bips_notifier;
+/// A notifier for `consumer`, which must outlive it; idle until armed. BIPS_ERR_INVALID_ARGUMENT
+/// for NULL, BIPS_ERR_SYSTEM when the OS refuses the eventfd or the thread.
+bips_status bips_notifier_new(bips_consumer *consumer, bips_notifier **out) BIPS_NOEXCEPT;
+/// The descriptor to poll for reading, owned by the notifier; -1 for NULL.
+int bips_notifier_fd(const bips_notifier *notifier) BIPS_NOEXCEPT;
+/// Waits (again) until a frame is queued or the stream ended, then makes the fd readable once.
+/// BIPS_ERR_INVALID_ARGUMENT for NULL.
+bips_status bips_notifier_arm(bips_notifier *notifier) BIPS_NOEXCEPT;
+/// Stops waiting: once it returns the fd is not readable until the next arm. Nothing for NULL.
+void bips_notifier_disarm(bips_notifier *notifier) BIPS_NOEXCEPT;
+/// Consumes the fd's readiness. Nothing for NULL.
+void bips_notifier_clear(bips_notifier *notifier) BIPS_NOEXCEPT;
+/// Stops its thread, closes the fd and frees the handle. Does nothing for NULL.
+void bips_notifier_free(bips_notifier *notifier) BIPS_NOEXCEPT;
 
 /// The frame's bytes (read-only shared memory), valid until bips_frame_release(); NULL for NULL.
 const void *bips_frame_data(const bips_frame *frame) BIPS_NOEXCEPT;
