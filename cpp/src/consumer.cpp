@@ -27,7 +27,7 @@ namespace detail {
 namespace {
 constexpr std::int64_t LIVENESS_INTERVAL_NS = 100'000'000;
 constexpr Duration MAX_SLEEP = std::chrono::milliseconds(100);
-constexpr Duration POLL_PAUSE = std::chrono::milliseconds(5); // between reconnect attempts
+constexpr Duration POLL_PAUSE = std::chrono::milliseconds(5);
 } // namespace
 
 /// One consumer slot in one segment. Frames keep it alive, so a Consumer can be closed (or
