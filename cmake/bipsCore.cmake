@@ -6,13 +6,29 @@
 
 # The core's sources, relative to cpp/src (installed as <prefix>/share/bips/src).
 set(BIPS_CORE_SOURCES
-  errors.cpp
+  dtype.cpp
+  names.cpp
+  interrupt.cpp
+  posix/clock.cpp
+  posix/error.cpp
   posix/file.cpp
+  posix/futex.cpp
+  posix/lock.cpp
+  posix/mapping.cpp
   posix/sigbus.cpp
+  params.cpp
+  pool_files.cpp
+  fork_guard.cpp
   segment.cpp
   signaler.cpp
+  segment_create.cpp
+  segment_open.cpp
+  sweep.cpp
+  cleanup.cpp
   producer.cpp
   consumer.cpp
+  consumer_attach.cpp
+  notifier.cpp
   pool.cpp
   c_api.cpp
 )

@@ -27,6 +27,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 GST_DEBUG_CATEGORY_STATIC(bips_src_debug);
 #define GST_CAT_DEFAULT bips_src_debug
@@ -54,6 +55,8 @@ enum TimestampMode : gint { TS_AUTO = 0, TS_PTS = 1, TS_CAPTURE = 2 };
 constexpr guint64 DEFAULT_TIMEOUT = 5 * GST_SECOND;
 // One wait lasts at most this long, so that unlock() (flush, state change) is honoured quickly.
 constexpr auto SLICE = std::chrono::milliseconds(20);
+// How often create() looks for a pool that is not there yet.
+constexpr auto ATTACH_POLL = std::chrono::milliseconds(5);
 // The largest capture-to-now delay taken into the reported latency.
 constexpr std::int64_t MAX_LATENCY_NS = 10 * static_cast<std::int64_t>(GST_SECOND);
 
@@ -178,23 +181,17 @@ static GstPadProbeReturn eos_probe(GstPad *, GstPadProbeInfo *info, gpointer use
     return GST_PAD_PROBE_OK;
 }
 
-// One attempt to attach, waiting at most `wait`. Returns true when attached; false when the pool
-// (or its producer) is not there yet. Other failures throw.
-static bool try_attach(GstBipsSrc *self, const Settings &s, bips::Duration wait) {
+// One attempt to attach (Consumer::try_open, which never waits). Returns true when attached;
+// false when the pool (or its producer) is not there yet. Other failures throw.
+static bool try_attach(GstBipsSrc *self, const Settings &s) {
     bips::ConsumerOptions opt;
     opt.latest = s.latest;
     opt.reconnect = s.reconnect;
-    opt.wait = wait;
     opt.owner = s.owner;
-    try {
-        self->st->consumer.emplace(s.pool, opt);
-    } catch (const bips::PoolNotFound &) {
+    std::optional<bips::Consumer> consumer = bips::Consumer::try_open(s.pool, opt);
+    if (!consumer)
         return false;
-    } catch (const bips::ProducerGone &) {
-        return false;
-    } catch (const bips::Timeout &) {
-        return false;
-    }
+    self->st->consumer = std::move(consumer);
     GST_INFO_OBJECT(self, "attached to pool '%s'", s.pool.c_str());
     return true;
 }
@@ -204,7 +201,7 @@ static void attach_error(GstBipsSrc *self, const Settings &s, const std::excepti
                       ("%s", e.what()));
 }
 
-// Waits (in slices, so unlock() interrupts it) until the pool appears or `timeout` has passed.
+// Waits (polling, so unlock() interrupts it) until the pool appears or `timeout` has passed.
 static GstFlowReturn attach(GstBipsSrc *self) {
     SrcState *st = self->st;
     const Settings s = settings_of(self);
@@ -212,10 +209,8 @@ static GstFlowReturn attach(GstBipsSrc *self) {
         if (st->unlocked.load(std::memory_order_acquire))
             return GST_FLOW_FLUSHING;
         const std::int64_t left = st->attach_deadline_ns - monotonic_now_ns();
-        const bips::Duration wait = std::min<bips::Duration>(
-            bips::Duration(std::max<std::int64_t>(left, 0)), SLICE);
         try {
-            if (try_attach(self, s, wait))
+            if (try_attach(self, s))
                 return GST_FLOW_OK;
         } catch (const std::exception &e) {
             attach_error(self, s, e);
@@ -229,6 +224,7 @@ static GstFlowReturn attach(GstBipsSrc *self) {
                                "longer)"));
             return GST_FLOW_ERROR;
         }
+        std::this_thread::sleep_for(std::min<bips::Duration>(bips::Duration(left), ATTACH_POLL));
     }
 }
 
@@ -258,7 +254,7 @@ static gboolean gst_bips_src_start(GstBaseSrc *bsrc) {
     // Attach now if the pool is there: frames published from now on are ours, even before the
     // streaming thread runs. Otherwise create() waits for it, interruptibly.
     try {
-        if (!try_attach(self, s, bips::Duration(0)) && s.timeout == 0) {
+        if (!try_attach(self, s) && s.timeout == 0) {
             GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
                               ("Pool '%s' does not exist.", s.pool.c_str()),
                               ("no live producer has created it, and timeout is 0"));

@@ -28,6 +28,9 @@ struct bips_consumer {
 struct bips_frame {
     bips::Frame frame;
 };
+struct bips_notifier {
+    bips::Notifier notifier;
+};
 struct bips_pool_list {
     std::vector<bips::PoolInfo> pools;
 };
@@ -173,8 +176,6 @@ template <class T> T *make(T value) { return new T{std::move(value)}; }
 
 extern "C" {
 
-// ---- errors ------------------------------------------------------------------------------
-
 const char *bips_status_name(bips_status status) noexcept {
     switch (status) {
     case BIPS_OK:
@@ -212,8 +213,6 @@ const char *bips_last_error_message(void) noexcept { return t_message; }
 int bips_last_errno(void) noexcept { return t_errno; }
 
 const char *bips_version(void) noexcept { return BIPS_VERSION; }
-
-// ---- formats and options -----------------------------------------------------------------
 
 const char *bips_dtype_name(bips_dtype dtype) noexcept {
     switch (dtype) {
@@ -273,8 +272,6 @@ void bips_consumer_options_init(bips_consumer_options *options) noexcept {
     options->latest = d.latest ? 1 : 0;
     options->reconnect = d.reconnect ? 1 : 0;
 }
-
-// ---- producer ----------------------------------------------------------------------------
 
 bips_status bips_producer_create(const char *name, const bips_producer_options *options,
                                  bips_producer **out) noexcept {
@@ -410,8 +407,6 @@ size_t bips_buffer_meta_capacity(const bips_buffer *buffer) noexcept {
 
 void bips_buffer_discard(bips_buffer *buffer) noexcept { delete buffer; }
 
-// ---- consumer ----------------------------------------------------------------------------
-
 bips_status bips_consumer_open(const char *name, const bips_consumer_options *options,
                                bips_consumer **out) noexcept {
     BIPS_OUT(out);
@@ -483,6 +478,39 @@ bips_status bips_consumer_close(bips_consumer *consumer) noexcept {
 
 void bips_consumer_free(bips_consumer *consumer) noexcept { delete consumer; }
 
+bips_status bips_notifier_new(bips_consumer *consumer, bips_notifier **out) noexcept {
+    BIPS_OUT(out);
+    BIPS_NOT_NULL(consumer);
+    return guard([&]() -> bips_status {
+        *out = new bips_notifier{bips::Notifier(consumer->consumer)};
+        return BIPS_OK;
+    });
+}
+
+int bips_notifier_fd(const bips_notifier *notifier) noexcept {
+    return notifier ? notifier->notifier.fd() : -1;
+}
+
+bips_status bips_notifier_arm(bips_notifier *notifier) noexcept {
+    BIPS_NOT_NULL(notifier);
+    return guard([&]() -> bips_status {
+        notifier->notifier.arm();
+        return BIPS_OK;
+    });
+}
+
+void bips_notifier_disarm(bips_notifier *notifier) noexcept {
+    if (notifier)
+        notifier->notifier.disarm();
+}
+
+void bips_notifier_clear(bips_notifier *notifier) noexcept {
+    if (notifier)
+        notifier->notifier.clear();
+}
+
+void bips_notifier_free(bips_notifier *notifier) noexcept { delete notifier; }
+
 const void *bips_frame_data(const bips_frame *frame) noexcept {
     return frame ? frame->frame.data() : nullptr;
 }
@@ -520,8 +548,6 @@ int bips_frame_intact(const bips_frame *frame) noexcept {
 }
 
 void bips_frame_release(bips_frame *frame) noexcept { delete frame; }
-
-// ---- inspecting pools --------------------------------------------------------------------
 
 bips_status bips_list_pools(bips_pool_list **out) noexcept {
     BIPS_OUT(out);

@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
+#include "consumer_attach.hpp"
+#include "interrupt.hpp"
 #include "segment.hpp"
 #include "signaler.hpp"
 
@@ -28,58 +30,11 @@ public:
           m_instance(m_seg->instance_id()) {}
 
     static std::shared_ptr<Attachment> attach(std::shared_ptr<Segment> seg, bool latest) {
-        Segment &s = *seg;
-        if (!s.lock_control(std::chrono::seconds(2)))
-            throw Error("pool '" + s.name() + "': its control lock stayed busy for 2 s");
-        try {
-            // Before we hold a slot lock of our own, so that GETLK sees every other holder.
-            s.sweep_dead_locked();
-            ControlHeader *h = s.ctl();
-            std::uint64_t attached = h->attached.load(std::memory_order_seq_cst);
-            for (std::uint32_t i = 0; i < s.params().max_consumers; ++i) {
-                if (attached & queued_bit(i))
-                    continue;
-                if (!posix::ofd_try_lock(s.ctl_fd(), LOCK_SLOT_BASE + static_cast<off_t>(i)))
-                    continue;
-                s.clear_slot(i); // bits a racing publish may have left for a former owner
-                SlotDesc *sd = s.slot(i);
-                sd->received.store(0, std::memory_order_relaxed);
-                sd->dropped.store(0, std::memory_order_relaxed);
-                sd->skipped.store(0, std::memory_order_relaxed);
-                sd->pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_relaxed);
-                sd->latest.store(latest ? 1 : 0, std::memory_order_relaxed);
-                sd->attached_ns.store(static_cast<std::uint64_t>(posix::monotonic_ns()),
-                                      std::memory_order_relaxed);
-                sd->last_seq_plus1.store(0, std::memory_order_relaxed);
-                sd->last_receive_ns.store(0, std::memory_order_relaxed);
-                h->attached.fetch_or(queued_bit(i), std::memory_order_seq_cst);
-                h->active.fetch_or(queued_bit(i), std::memory_order_seq_cst);
-                s.unlock_control();
-                return std::make_shared<Attachment>(std::move(seg), i, latest);
-            }
-        } catch (...) {
-            s.unlock_control();
-            throw;
-        }
-        s.unlock_control();
-        throw TooManyConsumers("pool '" + s.name() + "' already has its maximum of " +
-                               std::to_string(s.params().max_consumers) + " consumers");
+        const std::uint32_t slot = claim_slot(*seg, latest);
+        return std::make_shared<Attachment>(std::move(seg), slot, latest);
     }
 
-    ~Attachment() {
-        if (m_seg->inherited())
-            return; // the parent's slot: leave it to the parent
-        // We still hold the slot lock, so nobody else touches this slot: no control lock needed.
-        m_seg->clear_slot(m_slot);
-        posix::ofd_unlock(m_seg->ctl_fd(), LOCK_SLOT_BASE + static_cast<off_t>(m_slot));
-        try {
-            if (m_seg->header()->closed.load(std::memory_order_acquire) != 0 ||
-                !m_seg->producer_alive())
-                m_seg->unlink_if_abandoned();
-        } catch (...) {
-            // best effort: a stale pool is replaced by the next producer anyway
-        }
-    }
+    ~Attachment() { release_slot(*m_seg, m_slot); }
 
     /// No new frames for this slot; queued ones go back, held ones stay until released.
     void stop_receiving() noexcept {
@@ -381,8 +336,6 @@ private:
 
 } // namespace detail
 
-// ---- Frame ----------------------------------------------------------------------------------
-
 Frame::Frame(Frame &&o) noexcept { *this = std::move(o); }
 
 Frame &Frame::operator=(Frame &&o) noexcept {
@@ -432,8 +385,6 @@ std::string Frame::meta() const {
     return p ? std::string(reinterpret_cast<const char *>(p), m_meta_len) : std::string();
 }
 
-// ---- Consumer -------------------------------------------------------------------------------
-
 struct Consumer::State {
     explicit State(const ConsumerOptions &o) : options(o), spin(o.adaptive_spin) {}
     std::string name;
@@ -467,51 +418,42 @@ struct Consumer::State {
     // skips the segment we are leaving.
     std::shared_ptr<detail::Attachment> connect_once(std::uint64_t old_instance, bool &seen_dead,
                                                      detail::OpenStatus &status) {
-        auto seg = detail::Segment::open(name, detail::Access::consumer, &status, options.owner);
-        if (!seg)
-            return nullptr;
-        if (seg->instance_id() == old_instance ||
-            seg->header()->closed.load(std::memory_order_acquire) != 0 || !seg->producer_alive()) {
-            seen_dead = true;
-            seg->unlink_if_abandoned(); // nothing stale piles up; a live user keeps it
-            return nullptr;
-        }
-        return detail::Attachment::attach(std::move(seg), options.latest);
-    }
-
-    std::shared_ptr<detail::Attachment> connect(Clock::time_point deadline, std::uint64_t old_instance) {
-        // A pool being created is waited for briefly even when the caller does not wait.
-        auto init_deadline = std::max(deadline, Clock::now() + std::chrono::seconds(1));
-        for (;;) {
-            bool seen_dead = false;
-            detail::OpenStatus status = detail::OpenStatus::ok;
-            if (auto a = connect_once(old_instance, seen_dead, status))
-                return a;
-            auto now = Clock::now();
-            bool initializing = status == detail::OpenStatus::initializing;
-            if (now >= (initializing ? init_deadline : deadline)) {
-                if (seen_dead)
-                    throw ProducerGone("pool '" + name + "' has no live producer");
-                if (status == detail::OpenStatus::stale)
-                    throw PoolNotFound("pool '" + name + "' was never completed (its creator died); "
-                                       "a new producer will replace it");
-                if (initializing)
-                    throw Timeout("pool '" + name + "' is still being created");
-                if (deadline > Clock::time_point{} && options.wait.count() > 0)
-                    throw Timeout("pool '" + name + "' did not appear within the timeout");
-                throw PoolNotFound("no pool named '" + name + "' (/dev/shm/bips." + name + ")");
-            }
-            std::this_thread::sleep_for(std::min<Duration>(detail::POLL_PAUSE, deadline - now));
-        }
+        detail::NotThere why;
+        auto seg = detail::open_live(name, options.owner, old_instance, why);
+        seen_dead = why.producer_gone;
+        status = why.status;
+        return seg ? detail::Attachment::attach(std::move(seg), options.latest) : nullptr;
     }
 };
 
-Consumer::Consumer(const std::string &name, const ConsumerOptions &options)
-    : m_state(std::make_unique<State>(options)) {
+std::unique_ptr<Consumer::State> Consumer::attempt(const std::string &name,
+                                                   const ConsumerOptions &options,
+                                                   detail::NotThere &why) {
     validate_name(name);
-    m_state->name = name;
-    m_state->att = m_state->connect(Clock::now() + options.wait, 0);
-    m_state->last_check_ns = posix::monotonic_ns();
+    auto st = std::make_unique<State>(options);
+    st->name = name;
+    st->att = st->connect_once(0, why.producer_gone, why.status);
+    if (!st->att)
+        return nullptr;
+    st->last_check_ns = posix::monotonic_ns();
+    return st;
+}
+
+std::optional<Consumer> Consumer::try_open(const std::string &name, const ConsumerOptions &options) {
+    detail::NotThere why;
+    if (auto st = attempt(name, options, why))
+        return Consumer(std::move(st));
+    return std::nullopt;
+}
+
+Consumer::Consumer(std::unique_ptr<State> state) noexcept : m_state(std::move(state)) {}
+
+Consumer::Consumer(const std::string &name, const ConsumerOptions &options) {
+    validate_name(name);
+    detail::PoolWait waiting(name, options.wait);
+    detail::NotThere why;
+    while (!(m_state = attempt(name, options, why)))
+        waiting.pause(why);
 }
 
 Consumer::Consumer(Consumer &&) noexcept = default;
@@ -643,6 +585,7 @@ bool Consumer::State::next(Clock::time_point deadline, bool wait, Frame *out) {
             if (now >= deadline)
                 return false;
             std::this_thread::sleep_for(std::min<Duration>(detail::POLL_PAUSE, deadline - now));
+            detail::check_interrupt(out ? "Consumer::receive" : "Consumer::wait", st.name);
             continue;
         }
         auto now = Clock::now();
@@ -656,13 +599,15 @@ bool Consumer::State::next(Clock::time_point deadline, bool wait, Frame *out) {
             return true;
         }
         if (att->segment().header()->closed.load(std::memory_order_seq_cst) == 0 && !st.closed)
-            posix::futex_wait(&c->publish_futex, seen, std::min<Duration>(deadline - now, detail::MAX_SLEEP));
+            posix::futex_wait(&c->publish_futex, seen,
+                              detail::interruptible(std::min<Duration>(deadline - now, detail::MAX_SLEEP)));
         att->awake();
         slept.done = true;
         if (st.closed)
             throw InvalidArgument("consumer of pool '" + st.name + "' was closed");
         if (got())
             return true;
+        detail::check_interrupt(out ? "Consumer::receive" : "Consumer::wait", st.name);
     }
 }
 

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+#include "interrupt.hpp"
 #include "producer_core.hpp"
 #include "signaler.hpp"
 
@@ -223,12 +224,13 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
             c->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
             return make_buffer(idx);
         }
-        auto slice = std::min<Duration>(deadline - now, MAX_SLEEP);
+        auto slice = interruptible(std::min<Duration>(deadline - now, MAX_SLEEP));
         posix::futex_wait(&c->free_futex, seen, slice);
         slept = true;
         c->producer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
         if (closed())
             throw InvalidArgument("producer of pool '" + m_seg->name() + "' is closed");
+        check_interrupt("Producer::acquire", m_seg->name());
     }
 }
 
@@ -365,8 +367,6 @@ ProducerStats ProducerCore::stats() const {
 
 } // namespace detail
 
-// ---- BufferPin ------------------------------------------------------------------------------
-
 BufferPin::BufferPin(BufferPin &&o) noexcept : m_core(std::move(o.m_core)), m_index(o.m_index) {}
 
 BufferPin &BufferPin::operator=(BufferPin &&o) noexcept {
@@ -386,8 +386,6 @@ void BufferPin::reset() noexcept {
         m_core.reset();
     }
 }
-
-// ---- Buffer ---------------------------------------------------------------------------------
 
 Buffer::Buffer(Buffer &&o) noexcept
     : m_core(std::move(o.m_core)), m_index(o.m_index), m_data(o.m_data) {
@@ -487,8 +485,6 @@ BufferPin Buffer::pin() const {
     p.m_index = m_index;
     return p;
 }
-
-// ---- Producer -------------------------------------------------------------------------------
 
 Producer::Producer(const std::string &name, const PoolOptions &options)
     : m_core(std::make_shared<detail::ProducerCore>(name, options)) {}

@@ -1,11 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
-// One pool, as this process sees it: its two files (layout.hpp), their creation (with takeover
-// of a dead producer's pool), validation on open, the OFD locks that track who is alive, and the
-// cleanup of dead consumer slots.
+// One pool, as this process sees it: its two files (layout.hpp) mapped, and what every party
+// does with them. The class is implemented by job: segment_create.cpp (creation, with takeover
+// of a dead producer's pool), segment_open.cpp (validation on open), sweep.cpp (who is alive,
+// the control lock, dead consumer slots), cleanup.cpp (removing names), fork_guard.cpp (handles
+// across fork()), segment.cpp (wake-ups, header restoration, losses).
 #pragma once
 
 #include "layout.hpp"
+#include "params.hpp"
+#include "posix/clock.hpp"
 #include "posix/file.hpp"
+#include "posix/futex.hpp"
+#include "posix/lock.hpp"
+#include "posix/mapping.hpp"
 #include "posix/sigbus.hpp"
 
 #include <bips/types.hpp>
@@ -16,26 +23,13 @@
 
 namespace bips::detail {
 
+/// The pool file's shm name of pool `name` ("/bips.NAME"); throws InvalidArgument for a bad name.
 std::string shm_name_for(const std::string &name);
 /// The control file's shm name of pool `name`.
 std::string ctl_shm_name_for(const std::string &name);
 
 /// Removes pool `name` if it is a bips pool, or the remains of one, that no live process uses.
 bool remove_if_unused(const std::string &name);
-
-/// Validated, process-local copy of the pool parameters. Never re-read from shared memory.
-struct Params {
-    std::uint32_t capacity = 0;
-    std::uint32_t max_consumers = 0;
-    std::size_t buffer_size = 0;
-    std::size_t meta_size = 0;
-    Policy policy = Policy::block;
-    mode_t mode = 0;
-    std::uint32_t ndim = 0;
-    std::int64_t shape[MAX_DIMS] = {};
-    DType dtype;
-    Layout layout;
-};
 
 /// How a pool looks to someone opening it.
 enum class OpenStatus {

@@ -10,7 +10,7 @@
 // core for the other side to run on, so it is off on a machine (or an affinity mask) with one.
 #pragma once
 
-#include "posix/file.hpp"
+#include "posix/clock.hpp"
 
 #include <bips/types.hpp>
 

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <poll.h>
 #include <thread>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@ struct Free {
     void operator()(bips_buffer *b) const noexcept { bips_buffer_discard(b); }
     void operator()(bips_frame *f) const noexcept { bips_frame_release(f); }
     void operator()(bips_pool_list *l) const noexcept { bips_pool_list_free(l); }
+    void operator()(bips_notifier *n) const noexcept { bips_notifier_free(n); }
 };
 /// Handles freed by the test even when a REQUIRE ends it early (ASan checks for leaks).
 template <class T> using Owned = std::unique_ptr<T, Free>;
@@ -715,6 +717,56 @@ BIPS_TEST(c_api_pool_info_and_list) {
     CHECK(found);
 }
 
+BIPS_TEST(c_api_notifier) {
+    const std::string name = unique_name();
+    bips_producer_options po;
+    bips_producer_options_init(&po);
+    po.capacity = 2;
+    po.buffer_size = 64;
+    bips_producer *p_raw = nullptr;
+    REQUIRE_OK(bips_producer_create(name.c_str(), &po, &p_raw));
+    Owned<bips_producer> p(p_raw);
+    bips_consumer *c_raw = nullptr;
+    REQUIRE_OK(bips_consumer_open(name.c_str(), nullptr, &c_raw));
+    Owned<bips_consumer> c(c_raw);
+
+    bips_notifier *n_raw = nullptr;
+    CHECK_FAILS(bips_notifier_new(nullptr, &n_raw), BIPS_ERR_INVALID_ARGUMENT);
+    CHECK(n_raw == nullptr);
+    REQUIRE_OK(bips_notifier_new(c.get(), &n_raw));
+    Owned<bips_notifier> n(n_raw);
+    const int fd = bips_notifier_fd(n.get());
+    REQUIRE(fd >= 0);
+    CHECK_EQ(bips_notifier_fd(nullptr), -1);
+    CHECK_FAILS(bips_notifier_arm(nullptr), BIPS_ERR_INVALID_ARGUMENT);
+    bips_notifier_disarm(nullptr);
+    bips_notifier_clear(nullptr);
+    bips_notifier_free(nullptr);
+
+    auto readable = [&](int timeout_ms) {
+        pollfd pfd{fd, POLLIN, 0};
+        return ::poll(&pfd, 1, timeout_ms) == 1 && (pfd.revents & POLLIN);
+    };
+    REQUIRE_OK(bips_notifier_arm(n.get()));
+    CHECK(!readable(0));
+    bips_buffer *b = nullptr;
+    REQUIRE_OK(bips_producer_acquire(p.get(), SECOND, &b));
+    REQUIRE_OK(bips_producer_publish(p.get(), b, BIPS_TIMESTAMP_NOW, nullptr, 0));
+    REQUIRE(readable(5000 * SLOWDOWN));
+    bips_notifier_clear(n.get());
+    CHECK(!readable(0));
+    bips_frame *f = nullptr;
+    REQUIRE_OK(bips_consumer_try_receive(c.get(), &f));
+    bips_frame_release(f);
+
+    // Disarmed: the next frame does not make it readable.
+    REQUIRE_OK(bips_notifier_arm(n.get()));
+    bips_notifier_disarm(n.get());
+    REQUIRE_OK(bips_producer_acquire(p.get(), SECOND, &b));
+    REQUIRE_OK(bips_producer_publish(p.get(), b, BIPS_TIMESTAMP_NOW, nullptr, 0));
+    CHECK(!readable(300));
+}
+
 // Nothing in bips.h can throw: a C++ exception crossing into C (or C#) would be undefined.
 #define BIPS_NOTHROW(call) static_assert(noexcept(call), #call " may throw")
 BIPS_TEST(c_api_never_throws) {
@@ -723,6 +775,7 @@ BIPS_TEST(c_api_never_throws) {
     bips_buffer *b = nullptr;
     bips_frame *f = nullptr;
     bips_pool_list *l = nullptr;
+    bips_notifier *n = nullptr;
     bips_producer_options po{};
     bips_consumer_options co{};
     bips_producer_stats ps{};
@@ -761,6 +814,12 @@ BIPS_TEST(c_api_never_throws) {
     BIPS_NOTHROW(bips_consumer_get_stats(c, &cs));
     BIPS_NOTHROW(bips_consumer_close(c));
     BIPS_NOTHROW(bips_consumer_free(c));
+    BIPS_NOTHROW(bips_notifier_new(c, &n));
+    BIPS_NOTHROW(bips_notifier_fd(n));
+    BIPS_NOTHROW(bips_notifier_arm(n));
+    BIPS_NOTHROW(bips_notifier_disarm(n));
+    BIPS_NOTHROW(bips_notifier_clear(n));
+    BIPS_NOTHROW(bips_notifier_free(n));
     BIPS_NOTHROW(bips_frame_data(f));
     BIPS_NOTHROW(bips_frame_nbytes(f));
     BIPS_NOTHROW(bips_frame_seq(f));

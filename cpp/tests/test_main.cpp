@@ -106,8 +106,6 @@ bool wait_until(const std::function<bool()> &pred, std::chrono::milliseconds tim
     }
 }
 
-// ---- Child ----------------------------------------------------------------------------------
-
 Child Child::fork(const std::function<int()> &body, unsigned alarm_s) {
     std::fflush(nullptr); // or the child would flush the parent's buffered output again
     pid_t pid = ::fork();
@@ -192,8 +190,6 @@ void Child::kill() {
     m_pid = -1;
 }
 
-// ---- Pipe -----------------------------------------------------------------------------------
-
 Pipe::Pipe() {
     if (::pipe2(m_fd, O_CLOEXEC) != 0) {
         fail(__FILE__, __LINE__, std::string("pipe2: ") + std::strerror(errno));
@@ -226,8 +222,6 @@ int Pipe::wait(std::chrono::milliseconds timeout) const {
     }
     return n == 1 ? c : -1;
 }
-
-// ---- files ----------------------------------------------------------------------------------
 
 void write_shm_file(const std::string &name, const std::vector<unsigned char> &bytes) {
     int fd = ::open(shm_path(name).c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -290,8 +284,6 @@ ScopedUnlink::~ScopedUnlink() {
     ::unlink((shm_path(m_name) + "@ctl").c_str());
 }
 
-// ---- payloads -------------------------------------------------------------------------------
-
 void fill_pattern(std::byte *data, std::size_t n, std::uint64_t seq) {
     for (std::size_t k = 0; k < n; ++k)
         data[k] = static_cast<std::byte>((seq * 7 + k) % 251);
@@ -340,8 +332,6 @@ void publish_pattern(Producer &producer, std::uint64_t tag) {
 }
 
 } // namespace bips::test
-
-// ---- runner ---------------------------------------------------------------------------------
 
 namespace {
 

@@ -3,7 +3,7 @@
 // mapping reads zeros and says it was lost; SIGBUS anywhere else still does what it did before.
 #include "support.hpp"
 
-#include "posix/file.hpp"
+#include "posix/mapping.hpp"
 #include "posix/sigbus.hpp"
 
 #include <atomic>

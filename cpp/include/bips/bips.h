@@ -8,8 +8,9 @@
  * Accessors that cannot fail return a value directly (0 or NULL for a NULL handle).
  *
  * Lifetimes: each handle is freed by its own function (bips_producer_free, bips_consumer_free,
- * bips_buffer_discard or bips_producer_publish, bips_frame_release, bips_pool_list_free). A
- * buffer or frame may outlive the producer or consumer it came from. */
+ * bips_buffer_discard or bips_producer_publish, bips_frame_release, bips_pool_list_free,
+ * bips_notifier_free). A buffer or frame may outlive the producer or consumer it came from; a
+ * notifier may not outlive its consumer. */
 #ifndef BIPS_BIPS_H
 #define BIPS_BIPS_H
 
@@ -38,8 +39,6 @@ extern "C" {
 #define BIPS_OWNER_SELF (-1)
 /* ...or pools of any owner. A uid (>= 0) accepts that user's pools only. */
 #define BIPS_ANY_OWNER (-2)
-
-/* ---- errors ---------------------------------------------------------------------------- */
 
 /* The enumerated types below are plain int32_t, with their values in an enum: a C or foreign
  * caller may hand over any value, which C++ (where the library is written) could not hold in an
@@ -86,8 +85,6 @@ const char *bips_last_error_message(void) BIPS_NOEXCEPT;
 int bips_last_errno(void) BIPS_NOEXCEPT;
 /// The library's version, "MAJOR.MINOR.PATCH". Static.
 const char *bips_version(void) BIPS_NOEXCEPT;
-
-/* ---- formats and options ---------------------------------------------------------------- */
 
 /// Element type of a frame: a bips_dtype_code, whose value is (DLPack type code << 8) | bits.
 typedef int32_t bips_dtype;
@@ -143,8 +140,6 @@ typedef struct bips_consumer_options {
 void bips_producer_options_init(bips_producer_options *options) BIPS_NOEXCEPT;
 /// Fills `options` with the defaults. Does nothing for NULL.
 void bips_consumer_options_init(bips_consumer_options *options) BIPS_NOEXCEPT;
-
-/* ---- producer --------------------------------------------------------------------------- */
 
 typedef struct bips_producer bips_producer;
 typedef struct bips_buffer bips_buffer;
@@ -213,8 +208,6 @@ size_t bips_buffer_meta_capacity(const bips_buffer *buffer) BIPS_NOEXCEPT;
 /// Gives the buffer back unpublished and frees the handle. Does nothing for NULL.
 void bips_buffer_discard(bips_buffer *buffer) BIPS_NOEXCEPT;
 
-/* ---- consumer --------------------------------------------------------------------------- */
-
 typedef struct bips_consumer bips_consumer;
 typedef struct bips_frame bips_frame;
 
@@ -256,6 +249,25 @@ bips_status bips_consumer_close(bips_consumer *consumer) BIPS_NOEXCEPT;
 /// Closes (if still open) and frees the handle. Does nothing for NULL.
 void bips_consumer_free(bips_consumer *consumer) BIPS_NOEXCEPT;
 
+/// An event loop's view of a consumer (bips::Notifier): a file descriptor that turns readable
+/// when the consumer has a frame queued or its stream ended. Poll it for reading; when readable,
+/// call bips_notifier_clear, receive with bips_consumer_try_receive, and arm again.
+typedef struct bips_notifier bips_notifier;
+/// A notifier for `consumer`, which must outlive it; idle until armed. BIPS_ERR_INVALID_ARGUMENT
+/// for NULL, BIPS_ERR_SYSTEM when the OS refuses the eventfd or the thread.
+bips_status bips_notifier_new(bips_consumer *consumer, bips_notifier **out) BIPS_NOEXCEPT;
+/// The descriptor to poll for reading, owned by the notifier; -1 for NULL.
+int bips_notifier_fd(const bips_notifier *notifier) BIPS_NOEXCEPT;
+/// Waits (again) until a frame is queued or the stream ended, then makes the fd readable once.
+/// BIPS_ERR_INVALID_ARGUMENT for NULL.
+bips_status bips_notifier_arm(bips_notifier *notifier) BIPS_NOEXCEPT;
+/// Stops waiting: once it returns the fd is not readable until the next arm. Nothing for NULL.
+void bips_notifier_disarm(bips_notifier *notifier) BIPS_NOEXCEPT;
+/// Consumes the fd's readiness. Nothing for NULL.
+void bips_notifier_clear(bips_notifier *notifier) BIPS_NOEXCEPT;
+/// Stops its thread, closes the fd and frees the handle. Does nothing for NULL.
+void bips_notifier_free(bips_notifier *notifier) BIPS_NOEXCEPT;
+
 /// The frame's bytes (read-only shared memory), valid until bips_frame_release(); NULL for NULL.
 const void *bips_frame_data(const bips_frame *frame) BIPS_NOEXCEPT;
 size_t bips_frame_nbytes(const bips_frame *frame) BIPS_NOEXCEPT;
@@ -275,8 +287,6 @@ size_t bips_frame_meta_size(const bips_frame *frame) BIPS_NOEXCEPT;
 int bips_frame_intact(const bips_frame *frame) BIPS_NOEXCEPT;
 /// Gives the buffer back and frees the handle. Does nothing for NULL.
 void bips_frame_release(bips_frame *frame) BIPS_NOEXCEPT;
-
-/* ---- inspecting pools ------------------------------------------------------------------- */
 
 typedef struct bips_pool_list bips_pool_list;
 

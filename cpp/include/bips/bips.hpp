@@ -3,6 +3,8 @@
 
 #include <bips/consumer.hpp>
 #include <bips/errors.hpp>
+#include <bips/interrupt.hpp>
+#include <bips/notifier.hpp>
 #include <bips/pool.hpp>
 #include <bips/producer.hpp>
 #include <bips/types.hpp>

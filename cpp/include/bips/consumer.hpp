@@ -13,7 +13,8 @@ namespace bips {
 
 namespace detail {
 class Attachment;
-}
+struct NotThere;
+} // namespace detail
 
 /// A received, read-only frame. Move-only; destroying it (or release()) gives it back.
 class Frame {
@@ -68,8 +69,16 @@ class Consumer {
 public:
     /// Attaches to pool `name`, waiting up to options.wait for it (and for a live producer).
     /// Throws PoolNotFound, Timeout, IncompatiblePool, CorruptPool, TooManyConsumers,
-    /// ProducerGone (pool exists but its producer is gone and wait is 0), std::system_error.
+    /// ProducerGone (pool exists but its producer is gone and wait is 0), std::system_error,
+    /// Interrupted (see set_interrupt_check).
     Consumer(const std::string &name, const ConsumerOptions &options = {});
+    /// One attempt to attach to pool `name`, never waiting (options.wait is ignored): nullopt
+    /// when there is nothing to attach to yet (no such pool, a pool still being created or
+    /// left half-made by a dead creator, or a pool whose producer is gone). Throws for real
+    /// errors: InvalidArgument (bad name), IncompatiblePool, CorruptPool, TooManyConsumers,
+    /// std::system_error (EPERM: a pool of another owner, see ConsumerOptions::owner).
+    static std::optional<Consumer> try_open(const std::string &name,
+                                            const ConsumerOptions &options = {});
     Consumer(Consumer &&) noexcept;
     Consumer &operator=(Consumer &&) noexcept;
     Consumer(const Consumer &) = delete;
@@ -77,16 +86,18 @@ public:
     ~Consumer();
 
     /// The next frame, waiting up to `timeout`. Throws Timeout, or ProducerGone once the
-    /// producer is gone and nothing is queued (unless reconnect is on).
+    /// producer is gone and nothing is queued (unless reconnect is on); Interrupted (see
+    /// set_interrupt_check) while it waits.
     Frame receive(Duration timeout);
     /// The next frame if one is queued, else nullopt. Throws ProducerGone as receive().
     std::optional<Frame> try_receive();
-    /// As receive() but nullopt on timeout.
+    /// As receive() but nullopt on timeout (still throws Interrupted).
     std::optional<Frame> try_receive_for(Duration timeout);
     /// Waits up to `timeout` until receive() would return at once (a frame is queued, or the
     /// stream has ended so that it would throw ProducerGone; with reconnect, a new producer is
     /// followed meanwhile) and returns true; false on timeout. Receives nothing: for event
-    /// loops that wait on one thread and take on another. Throws InvalidArgument once closed.
+    /// loops that wait on one thread and take on another (see also Notifier). Throws
+    /// InvalidArgument once closed, Interrupted as receive().
     bool wait(Duration timeout);
 
     /// Detaches: queued frames go back at once; frames still held go back when released.
@@ -103,6 +114,10 @@ public:
 
 private:
     struct State;
+    explicit Consumer(std::unique_ptr<State> state) noexcept;
+    // One attempt (try_open), saying in `why` what was missing.
+    static std::unique_ptr<State> attempt(const std::string &name, const ConsumerOptions &options,
+                                          detail::NotThere &why);
     const State &checked() const;
     std::unique_ptr<State> m_state;
 };

@@ -54,6 +54,13 @@ public:
     using Error::Error;
 };
 
+/// A blocking call gave up because the process's interrupt check asked it to (see
+/// set_interrupt_check in bips/interrupt.hpp).
+class Interrupted : public Error {
+public:
+    using Error::Error;
+};
+
 /// A bad argument: invalid pool name, shape that does not fit, unknown dtype, closed handle...
 class InvalidArgument : public Error {
 public:

@@ -101,11 +101,12 @@ public:
     /// Closes (see close()).
     ~Producer();
 
-    /// A free buffer, waiting up to `timeout`; throws Timeout.
+    /// A free buffer, waiting up to `timeout`; throws Timeout, or Interrupted (see
+    /// set_interrupt_check).
     Buffer acquire(Duration timeout);
     /// A free buffer, or nullopt at once. Never blocks.
     std::optional<Buffer> try_acquire();
-    /// A free buffer, or nullopt after `timeout`.
+    /// A free buffer, or nullopt after `timeout`. Throws Interrupted as acquire().
     std::optional<Buffer> try_acquire_for(Duration timeout);
 
     /// Publishes `buffer` to every attached consumer. timestamp_ns < 0 means CLOCK_MONOTONIC now.

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Small value helpers shared by every part: dtype names and pool-name validation.
+// DType's names ("uint8", "float32"...), both ways.
 #include <bips/errors.hpp>
-#include <bips/pool.hpp>
 #include <bips/types.hpp>
 
 namespace bips {
@@ -36,21 +35,6 @@ DType DType::from_name(const std::string &name) {
             return e.dtype;
     throw InvalidArgument("unsupported dtype '" + name +
                           "' (use uint8-64, int8-64, float16/32/64 or bool)");
-}
-
-void validate_name(const std::string &name) {
-    if (name.empty() || name.size() > MAX_NAME_LENGTH)
-        throw InvalidArgument("invalid pool name '" + name + "': must be 1 to " +
-                              std::to_string(MAX_NAME_LENGTH) + " characters");
-    if (name[0] == '.')
-        throw InvalidArgument("invalid pool name '" + name + "': must not start with '.'");
-    for (char c : name) {
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '-' || c == '.';
-        if (!ok)
-            throw InvalidArgument("invalid pool name '" + name +
-                                  "': use only letters, digits, '_', '-' and '.'");
-    }
 }
 
 } // namespace bips

@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: Apache-2.0
+// The clocks, in nanoseconds.
+#pragma once
+
+#include <cstdint>
+
+namespace bips::posix {
+
+/// CLOCK_MONOTONIC in nanoseconds.
+std::int64_t monotonic_ns() noexcept;
+/// CLOCK_REALTIME in nanoseconds.
+std::int64_t realtime_ns() noexcept;
+
+} // namespace bips::posix
