@@ -320,7 +320,7 @@ private:
         SlotDesc *sd = m_seg->slot(m_slot);
         sd->received.fetch_add(1, std::memory_order_relaxed);
         sd->last_seq_plus1.store(out.m_seq + 1, std::memory_order_relaxed);
-        sd->last_receive_ns.store(posix::monotonic_ns(), std::memory_order_relaxed);
+        sd->last_receive_ns.store(posix::coarse_ns(), std::memory_order_relaxed);
     }
 
     std::shared_ptr<Segment> m_seg;

@@ -53,7 +53,7 @@ std::uint32_t claim_slot(Segment &s, bool latest) {
             sd->skipped.store(0, std::memory_order_relaxed);
             sd->pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_relaxed);
             sd->latest.store(latest ? 1 : 0, std::memory_order_relaxed);
-            sd->attached_ns.store(static_cast<std::uint64_t>(posix::monotonic_ns()),
+            sd->attached_ns.store(static_cast<std::uint64_t>(posix::coarse_ns()),
                                   std::memory_order_relaxed);
             sd->last_seq_plus1.store(0, std::memory_order_relaxed);
             sd->last_receive_ns.store(0, std::memory_order_relaxed);

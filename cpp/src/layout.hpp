@@ -82,9 +82,9 @@ struct alignas(CACHE_LINE) SlotDesc {
     std::atomic<std::uint64_t> skipped;
     std::atomic<std::int32_t> pid;      // informational only: never used for liveness
     std::atomic<std::uint32_t> latest;
-    std::atomic<std::uint64_t> attached_ns;     // CLOCK_MONOTONIC
+    std::atomic<std::uint64_t> attached_ns;     // CLOCK_MONOTONIC_COARSE
     std::atomic<std::uint64_t> last_seq_plus1;  // 0: nothing received yet
-    std::atomic<std::int64_t> last_receive_ns;  // CLOCK_MONOTONIC, 0: never
+    std::atomic<std::int64_t> last_receive_ns;  // CLOCK_MONOTONIC_COARSE, 0: never
 };
 static_assert(sizeof(SlotDesc) == 64);
 

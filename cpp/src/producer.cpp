@@ -30,7 +30,7 @@ ProducerCore::ProducerCore(const std::string &name, const PoolOptions &options)
         m_pins[i].store(0, std::memory_order_relaxed);
         m_seq[i].store(0, std::memory_order_relaxed);
     }
-    m_last_sweep_ns.store(posix::monotonic_ns(), std::memory_order_relaxed);
+    m_last_sweep_ns.store(posix::coarse_ns(), std::memory_order_relaxed);
     const Params &p = params();
     m_default_nbytes = p.ndim ? frame_bytes(p.shape, p.ndim, p.dtype, p.buffer_size).value_or(0)
                               : p.buffer_size;
@@ -163,17 +163,19 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
     ControlHeader *c = m_seg->ctl();
     const bool drop = params().policy == Policy::drop_oldest;
     std::uint32_t idx = 0;
+    // The sweep's 100 ms interval needs no precise clock: the coarse one costs no time counter.
+    maybe_sweep(posix::coarse_ns(), false, wait);
+    auto claim = [&] { return claim_free(idx) || (drop && reclaim_oldest(idx)); };
+    if (claim())
+        return make_buffer(idx);
+    if (!wait)
+        return std::nullopt;
     const std::int64_t start_ns = posix::monotonic_ns();
-    std::int64_t now_ns = start_ns;
-    maybe_sweep(now_ns, false, wait);
     // Counted once per call that had to wait, whatever its outcome.
     struct WaitStats {
         ProducerCore *core;
         std::int64_t start_ns;
-        bool waited = false;
         ~WaitStats() {
-            if (!waited)
-                return;
             PoolHeader *h = core->m_seg->header();
             h->acquire_waits.store(core->m_acquire_waits.fetch_add(1, std::memory_order_relaxed) + 1,
                                    std::memory_order_relaxed);
@@ -184,12 +186,6 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
                 std::memory_order_relaxed);
         }
     } wait_stats{this, start_ns};
-    auto claim = [&] { return claim_free(idx) || (drop && reclaim_oldest(idx)); };
-    if (claim())
-        return make_buffer(idx);
-    if (!wait)
-        return std::nullopt;
-    wait_stats.waited = true;
     if (const std::int64_t spin_ns = m_spin.budget_ns(); spin_ns > 0 && Clock::now() < deadline) {
         // Watch the buffer that usually comes back first (the oldest one handed out).
         auto hint = [&] {
@@ -208,8 +204,7 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
             m_spin.slept(posix::monotonic_ns() - start_ns);
             return make_buffer(idx);
         }
-        now_ns = posix::monotonic_ns();
-        maybe_sweep(now_ns, false, true);
+        maybe_sweep(posix::coarse_ns(), false, true);
         auto now = Clock::now();
         if (now >= deadline)
             return std::nullopt;

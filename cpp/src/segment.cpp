@@ -4,7 +4,6 @@
 
 #include <bips/errors.hpp>
 
-#include <climits>
 #include <cstddef>
 #include <cstring>
 
@@ -35,30 +34,6 @@ bool Segment::restore_headers() noexcept {
         restored = true;
     }
     return restored;
-}
-
-void Segment::wake_producer() const noexcept {
-    ControlHeader *c = ctl();
-    if (c->producer_sleeping.load(std::memory_order_seq_cst) != 0) {
-        c->free_futex.fetch_add(1, std::memory_order_seq_cst);
-        posix::futex_wake(&c->free_futex, INT_MAX);
-    }
-}
-
-void Segment::buffer_freed() const noexcept {
-    ControlHeader *c = ctl();
-    // Only the free that uses up the credit wakes; later ones find it spent (<= 0).
-    if (c->producer_sleeping.load(std::memory_order_seq_cst) != 0 &&
-        c->free_credit.fetch_sub(1, std::memory_order_seq_cst) == 1) {
-        c->free_futex.fetch_add(1, std::memory_order_seq_cst);
-        posix::futex_wake(&c->free_futex, INT_MAX);
-    }
-}
-
-void Segment::wake_consumers() const noexcept {
-    ControlHeader *c = ctl();
-    c->publish_futex.fetch_add(1, std::memory_order_seq_cst);
-    posix::futex_wake(&c->publish_futex, INT_MAX);
 }
 
 std::uint32_t Segment::count_free() const noexcept {

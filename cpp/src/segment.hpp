@@ -3,7 +3,7 @@
 // does with them. The class is implemented by job: segment_create.cpp (creation, with takeover
 // of a dead producer's pool), segment_open.cpp (validation on open), sweep.cpp (who is alive,
 // the control lock, dead consumer slots), cleanup.cpp (removing names), fork_guard.cpp (handles
-// across fork()), segment.cpp (wake-ups, header restoration, losses).
+// across fork()), segment.cpp (header restoration, losses); wake-ups live in signaler.cpp.
 #pragma once
 
 #include "layout.hpp"

@@ -166,9 +166,9 @@ struct SlotInfo {
     bool latest = false;
     std::uint64_t received = 0, dropped = 0, skipped = 0;
     std::uint32_t queued = 0, held = 0;
-    std::uint64_t attached_ns = 0;     ///< CLOCK_MONOTONIC when the consumer attached
+    std::uint64_t attached_ns = 0;     ///< CLOCK_MONOTONIC when the consumer attached (coarse: ~ms)
     std::int64_t last_seq = -1;        ///< seq of the last frame received; -1: none yet
-    std::int64_t last_receive_ns = 0;  ///< CLOCK_MONOTONIC of the last receive; 0: never
+    std::int64_t last_receive_ns = 0;  ///< CLOCK_MONOTONIC of the last receive (coarse: ~ms); 0: never
 };
 
 /// A pool as seen from outside, read without attaching.
