@@ -155,6 +155,7 @@ bips::PoolOptions pool_options_of(const bips_producer_options &o) {
         throw bips::InvalidArgument("unknown policy " + std::to_string(o.policy));
     p.policy = static_cast<bips::Policy>(o.policy);
     p.mode = static_cast<mode_t>(o.mode);
+    p.adaptive_spin = o.adaptive_spin != 0;
     return p;
 }
 
@@ -167,6 +168,7 @@ bips::ConsumerOptions consumer_options_of(const bips_consumer_options &o) {
     c.owner = o.owner;
     c.latest = o.latest != 0;
     c.reconnect = o.reconnect != 0;
+    c.adaptive_spin = o.adaptive_spin != 0;
     return c;
 }
 
@@ -259,6 +261,7 @@ void bips_producer_options_init(bips_producer_options *options) noexcept {
     options->dtype = dtype_to_c(d.dtype);
     options->policy = static_cast<bips_policy>(d.policy);
     options->mode = static_cast<std::uint32_t>(d.mode);
+    options->adaptive_spin = d.adaptive_spin ? 1 : 0;
 }
 
 void bips_consumer_options_init(bips_consumer_options *options) noexcept {
@@ -271,6 +274,7 @@ void bips_consumer_options_init(bips_consumer_options *options) noexcept {
     options->owner = d.owner;
     options->latest = d.latest ? 1 : 0;
     options->reconnect = d.reconnect ? 1 : 0;
+    options->adaptive_spin = d.adaptive_spin ? 1 : 0;
 }
 
 bips_status bips_producer_create(const char *name, const bips_producer_options *options,
@@ -342,6 +346,8 @@ bips_status bips_producer_get_stats(const bips_producer *producer,
         out->consumers = s.consumers;
         out->acquire_waits = s.acquire_waits;
         out->acquire_wait_ns = s.acquire_wait_ns;
+        out->spins = s.spins;
+        out->sleeps = s.sleeps;
         return BIPS_OK;
     });
 }
@@ -466,6 +472,8 @@ bips_status bips_consumer_get_stats(const bips_consumer *consumer,
         out->held = s.held;
         out->slot = s.slot;
         out->reconnects = s.reconnects;
+        out->spins = s.spins;
+        out->sleeps = s.sleeps;
         return BIPS_OK;
     });
 }

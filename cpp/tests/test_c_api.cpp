@@ -841,3 +841,33 @@ BIPS_TEST(c_api_never_throws) {
     // tests above instead of letting them pass: every error path they take is covered.
     CHECK(true);
 }
+
+BIPS_TEST(c_api_adaptive_spin_option_and_wait_stats) {
+    bips_producer_options po;
+    bips_producer_options_init(&po);
+    CHECK_EQ(po.adaptive_spin, 1);
+    bips_consumer_options co;
+    bips_consumer_options_init(&co);
+    CHECK_EQ(co.adaptive_spin, 1);
+    const std::string name = unique_name();
+    bips_producer_options o = options(2);
+    o.adaptive_spin = 0;
+    auto p = make_producer(name, o);
+    co.adaptive_spin = 0;
+    auto c = make_consumer(name, &co);
+    // The consumer waits for a frame published 20 ms later: with spinning off it sleeps.
+    std::thread t([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        publish_tag(p.get(), 1);
+    });
+    receive(c.get(), 10 * SECOND);
+    t.join();
+    bips_consumer_stats cs;
+    REQUIRE_OK(bips_consumer_get_stats(c.get(), &cs));
+    CHECK_EQ(cs.spins, 0u);
+    CHECK(cs.sleeps <= 1); // 0 only if the thread published before receive looked
+    bips_producer_stats ps;
+    REQUIRE_OK(bips_producer_get_stats(p.get(), &ps));
+    CHECK_EQ(ps.spins, 0u);
+    CHECK_EQ(ps.sleeps, 0u); // nothing had to wait for a free buffer
+}

@@ -31,6 +31,7 @@ namespace Bips
         public int Dtype;
         public int Policy;
         public uint Mode;
+        public int AdaptiveSpin;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -41,6 +42,7 @@ namespace Bips
         public long Owner;
         public int Latest;
         public int Reconnect;
+        public int AdaptiveSpin;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -49,6 +51,7 @@ namespace Bips
         public ulong Published, Dropped;
         public uint Capacity, Free, InFlight, Consumers;
         public ulong AcquireWaits, AcquireWaitNs;
+        public ulong Spins, Sleeps;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -57,6 +60,7 @@ namespace Bips
         public ulong Received, Dropped, Skipped;
         public uint Queued, Held, Slot;
         public ulong Reconnects;
+        public ulong Spins, Sleeps;
     }
 
     /// The C functions, one to one. Handles are IntPtr; size_t is UIntPtr.

@@ -125,6 +125,8 @@ typedef struct bips_producer_options {
     bips_dtype dtype;             ///< default element type (default BIPS_DTYPE_UINT8)
     bips_policy policy;           ///< default BIPS_POLICY_BLOCK
     uint32_t mode;                ///< permissions of the pool files (default 0600)
+    int adaptive_spin;            ///< non-zero (default): acquire spins briefly before sleeping
+                                  ///< while recent waits were short (docs/concepts.md)
 } bips_producer_options;
 
 /// Per-consumer settings. Start from bips_consumer_options_init().
@@ -134,6 +136,8 @@ typedef struct bips_consumer_options {
     int64_t owner;   ///< BIPS_OWNER_SELF (default), BIPS_ANY_OWNER or a uid
     int latest;      ///< non-zero: receive returns the newest queued frame, gives older ones back
     int reconnect;   ///< non-zero: follow a new producer instead of BIPS_ERR_PRODUCER_GONE
+    int adaptive_spin; ///< non-zero (default): with spin_ns 0, receive spins briefly before
+                       ///< sleeping while recent waits were short (docs/concepts.md)
 } bips_consumer_options;
 
 /// Fills `options` with the defaults. Does nothing for NULL.
@@ -154,6 +158,8 @@ typedef struct bips_producer_stats {
     uint32_t consumers;       ///< attached consumers
     uint64_t acquire_waits;   ///< acquires that found no free buffer and waited
     uint64_t acquire_wait_ns; ///< total time spent in those waits
+    uint64_t spins;           ///< waits in acquire that ended while spinning (no sleep)
+    uint64_t sleeps;          ///< waits in acquire that slept
 } bips_producer_stats;
 
 /// Creates pool `name` (options NULL: the defaults, which need a buffer_size or shape). On
@@ -220,6 +226,8 @@ typedef struct bips_consumer_stats {
     uint32_t held;       ///< frames this consumer holds now
     uint32_t slot;       ///< consumer slot index in the pool
     uint64_t reconnects; ///< producers followed with reconnect
+    uint64_t spins;      ///< waits in receive that ended while spinning (no sleep)
+    uint64_t sleeps;     ///< waits in receive that slept
 } bips_consumer_stats;
 
 /// Attaches to pool `name`, waiting up to options->wait_ns for it and a live producer (options
