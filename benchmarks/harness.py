@@ -1,16 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """Process plumbing shared by every benchmark here. The plumbing itself (worker processes run
 in lock step, the window counting loop, names and cleanup, sizes, statistics) lives in the
-installed package as ``bips.bench``, which ``bips bench`` runs; the baselines and the suite in
-this folder reuse it through this module, so both measure the same way. See the docstring of
-``bips.bench`` for how one case runs."""
+installed package as ``bips.benchkit``, which ``bips bench`` runs; the baselines and the suite
+in this folder reuse it through this module, so both measure the same way. See the docstring
+of ``bips.benchkit.runner`` for how one case runs."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bips import bench as _bench
-from bips.bench import (
+from bips import benchkit as _bench
+from bips.benchkit import (
     BIG,
     CAPACITY,
     SIZES,
@@ -47,7 +47,7 @@ __all__ = [
 
 
 def machine_info() -> dict[str, Any]:
-    """bips.bench.machine_info() plus the version of the semaphore baseline's library."""
+    """bips.benchkit.machine_info() plus the version of the semaphore baseline's library."""
     info = _bench.machine_info()
     try:
         import posix_ipc
