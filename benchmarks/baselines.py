@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""What bips is compared with, built the way a careful Python programmer would without it.
+"""What bips is compared with, built the way a careful Python programmer would without it
+(and, in iceoryx2_baseline.py, iceoryx2's zero-copy publish-subscribe).
 
-Both keep CAPACITY slots in one multiprocessing.shared_memory segment. A slot is a 64-byte
+The two home-made ones keep CAPACITY slots in one multiprocessing.shared_memory segment. A slot is a 64-byte
 header (int64 seq, int64 timestamp_ns) followed by the payload; consumers read the payload
 through numpy views made once at start (cheaper than bips, which makes a view per frame).
 
@@ -24,6 +25,13 @@ import time
 from typing import Any, Callable
 
 from harness import CAPACITY, Size, WorkerControl, run_window
+from iceoryx2_baseline import (
+    IoxResources,
+    iox_handoff_consumer,
+    iox_handoff_producer,
+    iox_latency_consumer,
+    iox_latency_producer,
+)
 
 HEADER = 64
 HDR = struct.Struct("qq")  # seq, timestamp_ns
@@ -463,5 +471,12 @@ IMPLS: dict[
         sem_latency_consumer,
         sem_handoff_producer,
         sem_handoff_consumer,
+    ),
+    "iox": (
+        IoxResources,
+        iox_latency_producer,
+        iox_latency_consumer,
+        iox_handoff_producer,
+        iox_handoff_consumer,
     ),
 }

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""bips benchmark suite: cross-process latency and hand-off rate, bips against two baselines.
+"""bips benchmark suite: cross-process latency and hand-off rate, bips against three baselines.
 
     python benchmarks/bench.py                  # full run (~1.5-2 min)
     python benchmarks/bench.py --quick          # ~30 s, noisier
@@ -27,9 +27,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import baselines
 import cpp_bench
 import futex
+import iceoryx2_baseline
 import report
-from bips import bench as bipsbench
-from bips.bench import (
+from bips import benchkit as bipsbench
+from bips.benchkit import (
     BIG,
     FULL,
     QUICK,
@@ -47,7 +48,7 @@ from bips.bench import (
 from harness import machine_info
 
 GROUPS = ("latency", "handoff", "fill", "cpp", "futex")
-IMPLS = ("bips", "pipe", "sem")
+IMPLS = ("bips", "pipe", "sem", "iox")
 
 
 # ---- cases ----------------------------------------------------------------------------------
@@ -239,7 +240,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--impls",
         type=_csv(IMPLS),
         default=list(IMPLS),
-        help="comma-separated implementations: bips,pipe,sem (default: all)",
+        help=f"comma-separated implementations: {','.join(IMPLS)} (default: all)",
     )
     p.add_argument(
         "--consumers",
@@ -297,6 +298,11 @@ def main(argv: list[str]) -> int:
                 file=sys.stderr,
             )
             args.impls = [i for i in args.impls if i != "sem"]
+    if "iox" in args.impls:
+        why = iceoryx2_baseline.available()
+        if why:
+            print(f"{why}: skipping the 'iox' baseline", file=sys.stderr)
+            args.impls = [i for i in args.impls if i != "iox"]
 
     machine = machine_info()
     config = bipsbench.config(st, "quick" if args.quick else "full", args.start_method)

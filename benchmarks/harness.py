@@ -7,6 +7,7 @@ of ``bips.benchkit.runner`` for how one case runs."""
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
 from bips import benchkit as _bench
@@ -47,7 +48,7 @@ __all__ = [
 
 
 def machine_info() -> dict[str, Any]:
-    """bips.benchkit.machine_info() plus the version of the semaphore baseline's library."""
+    """bips.benchkit.machine_info() plus the versions of the baselines' libraries."""
     info = _bench.machine_info()
     try:
         import posix_ipc
@@ -55,4 +56,8 @@ def machine_info() -> dict[str, Any]:
         info["posix_ipc"] = posix_ipc.VERSION
     except ImportError:
         info["posix_ipc"] = None
+    try:
+        info["iceoryx2"] = metadata.version("iceoryx2")
+    except metadata.PackageNotFoundError:
+        info["iceoryx2"] = None
     return info

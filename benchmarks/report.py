@@ -10,8 +10,15 @@ from typing import Any
 
 from harness import BIG, SIZES
 
-IMPL_NAMES = {"bips": "bips", "pipe": "shm+pipe", "sem": "shm+posix-sem", "numpy": "numpy"}
-BASELINES = ("pipe", "sem")
+IMPL_NAMES = {
+    "bips": "bips",
+    "pipe": "shm+pipe",
+    "sem": "shm+posix-sem",
+    "iox": "iceoryx2",
+    "numpy": "numpy",
+}
+BASELINES = ("pipe", "sem", "iox")
+IMPLS = ("bips", *BASELINES)
 
 
 def _find(records: list[dict[str, Any]], **want: Any) -> dict[str, Any] | None:
@@ -138,7 +145,7 @@ def _header(m: dict[str, Any], c: dict[str, Any]) -> str:
             f"machine: {m['nproc']} CPUs ({m['affinity']} usable), {m['cpu']}; Linux {m['kernel']}",
             (
                 f"software: Python {m['python']}, numpy {m['numpy']}, bips {m['bips']}, "
-                f"posix_ipc {m['posix_ipc']}"
+                f"posix_ipc {m['posix_ipc']}, iceoryx2 {m.get('iceoryx2')}"
             ),
             (
                 f"load average: {m['loadavg_start']} at start, {m.get('loadavg_end')} at end; "
@@ -162,6 +169,7 @@ def _latency(records: list[dict[str, Any]]) -> str:
             ("bips", "spin"),
             ("pipe", "block"),
             ("sem", "block"),
+            ("iox", "block"),
         ):
             r = _ok(_find(records, group="latency", impl=impl, wait=wait, size=size))
             if r:
@@ -218,7 +226,7 @@ def _ratio_table(
 def _handoff(records: list[dict[str, Any]]) -> str:
     rows = []
     for size in SIZES:
-        for impl in ("bips", "pipe", "sem"):
+        for impl in IMPLS:
             one = _ok(_find(records, group="handoff", impl=impl, size=size, consumers=1))
             four = _ok(_find(records, group="handoff", impl=impl, size=size, consumers=4))
             if one or four:
@@ -279,7 +287,7 @@ def _fill(records: list[dict[str, Any]]) -> str:
     rows = []
     if ref:
         rows.append(["numpy fill of 8 shared-memory slots, no IPC", _rate(ref["fps"]), "1.00x"])
-    for impl in ("bips", "pipe", "sem"):
+    for impl in IMPLS:
         r = _ok(_find(records, group="fill", impl=impl))
         if r:
             rows.append(
@@ -365,7 +373,7 @@ def _futex(records: list[dict[str, Any]]) -> str:
 def _checks(records: list[dict[str, Any]]) -> str:
     """Correctness flags: a lossless in-order queue never delivers out of sequence."""
     lines = []
-    for impl in ("bips", "pipe", "sem"):
+    for impl in IMPLS:
         for lang in ("python", "cpp"):
             bad = [
                 r for r in records
