@@ -35,6 +35,7 @@ from bips.benchkit import (
     FULL,
     QUICK,
     SIZES,
+    SPIN_S,
     Case,
     CaseError,
     Runner,
@@ -42,6 +43,7 @@ from bips.benchkit import (
     Timing,
     Worker,
     leftovers,
+    merge_rounds,
     summarize_handoff,
     unique_name,
 )
@@ -97,7 +99,12 @@ def numpy_fill_case(runner: Runner, st: Settings) -> Case:
         (r,) = runner.run(
             [Worker(baselines.numpy_fill, {"size": size}, "numpy-fill")], st.handoff()
         )
-        return {"fps": r["fps"], "frames": r["frames"], "seconds": r["seconds"]}
+        return {
+            "fps": r["fps"],
+            "total_fps": r["fps"],
+            "frames": r["frames"],
+            "seconds": r["seconds"],
+        }
 
     return Case(
         "fill",
@@ -139,6 +146,36 @@ def cpp_case(st: Settings, size_label: str, consumers: int, fill: bool, spin_us:
     )
 
 
+def cpp_latency_case(st: Settings, size_label: str, wait: str) -> Case:
+    """One-way latency C++ -> C++, 1 consumer, producer paced like the Python latency cases;
+    `wait` "spin" gives the consumer the busy-poll budget of the Python spin case."""
+    size = SIZES[size_label]
+    spin_us = int(SPIN_S * 1e6) if wait == "spin" else 0
+
+    def run() -> dict[str, Any]:
+        cpp_bench.build()
+        out = cpp_bench.run_handoff(
+            unique_name("cpplat"), size, 1, st.latency(), spin_us=spin_us,
+            interval_us=max(int(st.interval_s * 1e6), 1),
+        )  # fmt: skip
+        prod, (cons,) = out["producer"], out["consumer_results"]
+        rec = {k: cons[k] for k in ("p50_us", "p99_us", "p999_us", "mean_us", "max_us")}
+        rec["n"] = cons["lat_n"]
+        for side, r in (("producer", prod), ("consumer", cons)):
+            frames = max(r["frames"], 1)
+            rec[f"{side}_cpu_us_per_frame"] = r["cpu_s"] * 1e6 / frames
+            rec[f"{side}_sleeps_per_frame"] = r["vcsw"] / frames
+        return rec
+
+    return Case(
+        "cpplat",
+        f"cpp latency bips {wait} {size_label}",
+        run,
+        {"impl": "bips", "size": size_label, "consumers": 1, "lang": "cpp", "wait": wait,
+         "spin_us": spin_us},
+    )  # fmt: skip
+
+
 def futex_case(st: Settings, lang: str) -> Case:
     timing = Timing(warmup=0.1, duration=min(st.duration, 0.5))
 
@@ -155,7 +192,7 @@ def futex_case(st: Settings, lang: str) -> Case:
             out = os.path.join(tmp, "futex.json")
             cmd = [sys.executable, os.path.abspath(__file__), "--only", "handoff",
                    "--impls", "bips", "--sizes", "64B", "--consumers", "1",
-                   "--seconds", str(timing.duration), "--json", out]  # fmt: skip
+                   "--seconds", str(timing.duration), "--rounds", "1", "--json", out]  # fmt: skip
             _, calls = futex.run_counted(cmd, 60.0)
             with open(out) as f:
                 (record,) = json.load(f)["results"]
@@ -171,33 +208,58 @@ def futex_case(st: Settings, lang: str) -> Case:
     )
 
 
+def _rotated(items: list[str], k: int) -> list[str]:
+    k %= max(len(items), 1)
+    return items[k:] + items[:k]
+
+
+def _in_round(case: Case, r: int, rounds: int) -> Case:
+    case.meta["round"] = r
+    if rounds > 1:
+        case.label += f" (round {r + 1}/{rounds})"
+    return case
+
+
 def plan(args: argparse.Namespace, runner: Runner, st: Settings) -> list[Case]:
+    """Every case, in rounds: a round runs each implementation of one size (and consumer
+    count) once, in an order rotated from round to round, so that a slow spell of the machine
+    falls on every implementation alike and none always runs first or last."""
     only = set(args.only)
     sizes = [s for s in SIZES if s in args.sizes]
     impls = [i for i in IMPLS if i in args.impls]
+    n = args.rounds
     cases: list[Case] = []
     if "latency" in only:
         for size in sizes:
-            for impl in impls:
-                cases.append(latency_case(runner, st, impl, size, "block"))
-                if impl == "bips":
-                    cases.append(latency_case(runner, st, impl, size, "spin"))
+            for r in range(n):
+                for impl in _rotated(impls, r):
+                    cases.append(_in_round(latency_case(runner, st, impl, size, "block"), r, n))
+                    if impl == "bips":
+                        case = latency_case(runner, st, impl, size, "spin")
+                        cases.append(_in_round(case, r, n))
     if "handoff" in only:
         for size in sizes:
             for consumers in args.consumers:
-                for impl in impls:
-                    cases.append(handoff_case(runner, st, impl, size, consumers, False))
+                for r in range(n):
+                    for impl in _rotated(impls, r):
+                        case = handoff_case(runner, st, impl, size, consumers, False)
+                        cases.append(_in_round(case, r, n))
     if "fill" in only and BIG in sizes:
-        cases.append(numpy_fill_case(runner, st))
-        for impl in impls:
-            cases.append(handoff_case(runner, st, impl, BIG, 1, True))
+        for r in range(n):
+            cases.append(_in_round(numpy_fill_case(runner, st), r, n))
+            for impl in _rotated(impls, r):
+                cases.append(_in_round(handoff_case(runner, st, impl, BIG, 1, True), r, n))
     if "cpp" in only and "bips" in impls:
-        for size in sizes:
-            for consumers in args.consumers:
-                cases.append(cpp_case(st, size, consumers, False))
-                cases.append(cpp_case(st, size, consumers, False, CPP_SPIN_US))
-        if BIG in sizes:
-            cases.append(cpp_case(st, BIG, 1, True))
+        for r in range(n):
+            for size in sizes:
+                for consumers in args.consumers:
+                    cases.append(_in_round(cpp_case(st, size, consumers, False), r, n))
+                    case = cpp_case(st, size, consumers, False, CPP_SPIN_US)
+                    cases.append(_in_round(case, r, n))
+                for wait in ("block", "spin"):
+                    cases.append(_in_round(cpp_latency_case(st, size, wait), r, n))
+            if BIG in sizes:
+                cases.append(_in_round(cpp_case(st, BIG, 1, True), r, n))
     if "futex" in only and "bips" in impls:
         cases.append(futex_case(st, "python"))
         cases.append(futex_case(st, "cpp"))
@@ -247,6 +309,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=lambda t: [int(x) for x in t.split(",")],
         default=[1, 4],
         help="consumer counts for the hand-off cases (default 1,4)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="times each case runs, alternating implementations; the report shows the median "
+        "(default 3)",
     )
     p.add_argument("--seconds", type=float, help="override the hand-off window (s)")
     p.add_argument("--interval-us", type=float, help="latency producer pause (default 300 us)")
@@ -304,8 +372,14 @@ def main(argv: list[str]) -> int:
             print(f"{why}: skipping the 'iox' baseline", file=sys.stderr)
             args.impls = [i for i in args.impls if i != "iox"]
 
+    if args.rounds is None:
+        args.rounds = 3
+    if args.rounds < 1:
+        print("--rounds wants a whole number >= 1", file=sys.stderr)
+        return 2
     machine = machine_info()
     config = bipsbench.config(st, "quick" if args.quick else "full", args.start_method)
+    config["rounds"] = args.rounds
     runner = Runner(args.start_method)
     cases = plan(args, runner, st)
     records: list[dict[str, Any]] = []
@@ -334,14 +408,16 @@ def main(argv: list[str]) -> int:
     machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     machine["elapsed_s"] = round(time.monotonic() - t_start, 1)
 
-    print(report.render(machine, config, records))
+    merged = merge_rounds(records)
+    print(report.render(machine, config, merged, records))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
                 {
                     "machine": machine,
                     "config": config,
-                    "results": records,
+                    "results": merged,
+                    "rounds": records,
                     "ratios": report.ratios(records),
                     "interrupted": interrupted,
                 },

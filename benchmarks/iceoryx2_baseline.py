@@ -32,7 +32,7 @@ import ctypes
 import time
 from typing import Any
 
-from harness import CAPACITY, Size, WorkerControl, run_window
+from harness import CAPACITY, CpuMeter, Size, WorkerControl, run_window
 
 END_SEQ = -1
 # Every wait has a deadline: a dead peer ends the case with an error, never a hang.
@@ -236,11 +236,13 @@ def iox_latency_producer(
     p = _Producer(name, size, consumers)
     try:
         ctl.ready()
-        _, end = ctl.wait_go()
+        start, end = ctl.wait_go()
         p.connected()
+        meter = CpuMeter(start, end)
         mono = time.monotonic_ns
         n = 0
-        while mono() < end:
+        while (t := mono()) < end:
+            meter.frame(t)
             slot = n % CAPACITY
             p.take(slot)
             sample = p.loan()
@@ -251,7 +253,7 @@ def iox_latency_producer(
             p.send(sample, slot)
             n += 1
         p.finish(n)
-        return {"published": n}
+        return {"published": n, **meter.result()}
     finally:
         p.close()
 
@@ -263,6 +265,7 @@ def iox_latency_consumer(
     try:
         ctl.ready()
         start, end = ctl.wait_go()
+        meter = CpuMeter(start, end)
         mono = time.monotonic_ns
         wake: list[int] = []
         ready: list[int] = []
@@ -276,12 +279,12 @@ def iox_latency_consumer(
                 break
             _view(sample).item(0)
             t_ready = mono()
-            if start <= t_wake < end:
+            if meter.frame(t_wake):
                 wake.append(t_wake - ts)
                 ready.append(t_ready - ts)
             sample.delete()
             c.give_back(seq)
-        return {"wake_ns": wake, "ready_ns": ready}
+        return {"wake_ns": wake, "ready_ns": ready, **meter.result()}
     finally:
         c.close()
 

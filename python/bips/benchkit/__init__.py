@@ -14,7 +14,10 @@ the numbers depend on.
 from bips.benchkit.cases import Case, Setup, handoff_case, latency_case, plan, run_cases
 from bips.benchkit.machine import machine_info
 from bips.benchkit.measure import (
+    CpuMeter,
+    case_key,
     latency_summary,
+    merge_rounds,
     run_window,
     rusage_now,
     summarize_handoff,
@@ -51,6 +54,7 @@ __all__ = [
     "SPIN_S",
     "Case",
     "CaseError",
+    "CpuMeter",
     "Runner",
     "Settings",
     "Setup",
@@ -58,12 +62,14 @@ __all__ = [
     "Timing",
     "Worker",
     "WorkerControl",
+    "case_key",
     "config",
     "handoff_case",
     "latency_case",
     "latency_summary",
     "leftovers",
     "machine_info",
+    "merge_rounds",
     "plan",
     "remove_leftovers",
     "run_cases",

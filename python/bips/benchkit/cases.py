@@ -47,8 +47,8 @@ def latency_case(
 
     def run() -> dict[str, Any]:
         workers, cleanup = make(unique_name(f"lat-{impl}"))
-        _, consumer = runner.run(workers, st.latency(), cleanup)
-        return summarize_latency(consumer)
+        producer, consumer = runner.run(workers, st.latency(), cleanup)
+        return summarize_latency(producer, consumer)
 
     return Case(
         "latency",

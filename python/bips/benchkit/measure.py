@@ -76,6 +76,45 @@ def run_window(
     }
 
 
+class CpuMeter:
+    """CPU time and sleeps of this process over the frames of a paced (latency) loop that fall
+    inside the window [start_ns, end_ns): from the first such frame to the first one after it
+    (or to result()). The per-frame cost of a latency case, which run_window() gives for the
+    hand-off cases."""
+
+    def __init__(self, start_ns: int, end_ns: int) -> None:
+        self.start = start_ns
+        self.end = end_ns
+        self.frames = 0
+        self._r0: tuple[int, int, float] | None = None
+        self._r1: tuple[int, int, float] | None = None
+
+    def frame(self, t_ns: int) -> bool:
+        """Called once per frame with a clock reading; True if the frame is inside the window."""
+        if t_ns < self.start:
+            return False
+        if t_ns >= self.end:
+            if self._r1 is None and self._r0 is not None:
+                self._r1 = rusage_now()
+            return False
+        if self._r0 is None:
+            self._r0 = rusage_now()
+        self.frames += 1
+        return True
+
+    def result(self) -> dict[str, Any]:
+        """``cpu_frames``, ``cpu_s``, ``vcsw``, ``ivcsw`` over the window's frames."""
+        if self._r0 is None:
+            return {"cpu_frames": 0, "cpu_s": 0.0, "vcsw": 0, "ivcsw": 0}
+        r0, r1 = self._r0, self._r1 or rusage_now()
+        return {
+            "cpu_frames": self.frames,
+            "cpu_s": r1[2] - r0[2],
+            "vcsw": r1[0] - r0[0],
+            "ivcsw": r1[1] - r0[1],
+        }
+
+
 def latency_summary(samples_ns: Any) -> dict[str, Any]:
     """p50/p99/p99.9/mean/max in microseconds of one-way latency samples in nanoseconds."""
     import numpy as np
@@ -106,11 +145,16 @@ def rusage_now() -> tuple[int, int, float]:
     return r.ru_nvcsw, r.ru_nivcsw, r.ru_utime + r.ru_stime
 
 
-def summarize_latency(consumer: dict[str, Any]) -> dict[str, Any]:
-    """One latency record from the consumer's result (``wake_ns``/``ready_ns`` samples):
-    publish -> numpy read percentiles, plus the wake-up p50."""
+def summarize_latency(producer: dict[str, Any], consumer: dict[str, Any]) -> dict[str, Any]:
+    """One latency record from the producer's and the consumer's results (``wake_ns``/
+    ``ready_ns`` samples, and CpuMeter readings of both): publish -> numpy read percentiles, the
+    wake-up p50, CPU time and sleeps per frame on each side."""
     out = latency_summary(consumer["ready_ns"])
     out["wake_p50_us"] = latency_summary(consumer["wake_ns"])["p50_us"]
+    for side, r in (("producer", producer), ("consumer", consumer)):
+        frames = max(r["cpu_frames"], 1)
+        out[f"{side}_cpu_us_per_frame"] = r["cpu_s"] * 1e6 / frames
+        out[f"{side}_sleeps_per_frame"] = r["vcsw"] / frames
     return out
 
 
@@ -138,3 +182,50 @@ def summarize_handoff(prod: dict[str, Any], cons: list[dict[str, Any]]) -> dict[
         "pids": [prod["pid"]] + [c["pid"] for c in cons],
         "totals": [prod["total"]] + [c["total"] for c in cons],
     }
+
+
+# What a case is judged by when its rounds are merged: the median of this metric picks the
+# round that stands for the case.
+KEY_METRIC = {
+    "latency": "p50_us",
+    "cpplat": "p50_us",
+    "handoff": "total_fps",
+    "fill": "total_fps",
+    "cpp": "total_fps",
+}
+# Fields that say which case a record belongs to (everything else is measured).
+CASE_FIELDS = ("group", "impl", "wait", "size", "consumers", "fill", "lang", "spin_us")
+
+
+def case_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """Which case `record` measured, whatever round it came from."""
+    return tuple(record.get(k) for k in CASE_FIELDS)
+
+
+def merge_rounds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per case out of records that may hold several rounds of it (``round`` set):
+    the round with the median key metric (the lower middle one for an even count), plus
+    ``rounds`` (how many succeeded), ``spread`` ([min, max] of the key metric over them) and
+    ``failed_rounds``. A case whose every round failed keeps its first error. Order: first
+    appearance."""
+    cases: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in records:
+        cases.setdefault(case_key(r), []).append(r)
+    out = []
+    for group in cases.values():
+        ok = [r for r in group if "error" not in r]
+        if not ok:
+            out.append(group[0])
+            continue
+        metric = KEY_METRIC.get(ok[0]["group"])
+        if metric is None or metric not in ok[0]:
+            chosen = dict(ok[0])
+        else:
+            ranked = sorted(ok, key=lambda r: float(r[metric]))
+            chosen = dict(ranked[(len(ranked) - 1) // 2])
+            chosen["spread"] = [float(ranked[0][metric]), float(ranked[-1][metric])]
+        chosen["rounds"] = len(ok)
+        chosen["failed_rounds"] = len(group) - len(ok)
+        chosen.pop("round", None)
+        out.append(chosen)
+    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bips.benchkit.measure import run_window
+from bips.benchkit.measure import CpuMeter, run_window
 from bips.benchkit.params import CAPACITY, Size
 from bips.benchkit.runner import Worker, WorkerControl
 
@@ -23,16 +23,18 @@ def latency_producer(
     prod = bips.Producer(name, capacity=CAPACITY, **size.bips_kwargs())
     try:
         ctl.ready()
-        _, end = ctl.wait_go()
+        start, end = ctl.wait_go()
+        meter = CpuMeter(start, end)
         mono = time.monotonic_ns
         sleep = time.sleep
         n = 0
-        while mono() < end:
+        while (t := mono()) < end:
+            meter.frame(t)
             buf = prod.acquire(timeout=5.0)
             sleep(interval_s)
             prod.publish(buf)
             n += 1
-        return {"published": n}
+        return {"published": n, **meter.result()}
     finally:
         prod.close()
 
@@ -46,6 +48,7 @@ def latency_consumer(ctl: WorkerControl, name: str, spin: float) -> dict[str, An
     try:
         ctl.ready()
         start, end = ctl.wait_go()
+        meter = CpuMeter(start, end)
         mono = time.monotonic_ns
         receive = cons.receive
         wake: list[int] = []
@@ -58,12 +61,12 @@ def latency_consumer(ctl: WorkerControl, name: str, spin: float) -> dict[str, An
             t_wake = mono()
             f.numpy().item(0)
             t_ready = mono()
-            if start <= t_wake < end:
+            if meter.frame(t_wake):
                 ts = f.timestamp_ns
                 wake.append(t_wake - ts)
                 ready.append(t_ready - ts)
             f.release()
-        return {"wake_ns": wake, "ready_ns": ready}
+        return {"wake_ns": wake, "ready_ns": ready, **meter.result()}
     finally:
         cons.close()
 
