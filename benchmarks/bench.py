@@ -33,6 +33,7 @@ from bips import benchkit as bipsbench
 from bips.benchkit import (
     BIG,
     FULL,
+    PINS,
     QUICK,
     SIZES,
     SPIN_S,
@@ -73,10 +74,16 @@ def latency_case(runner: Runner, st: Settings, impl: str, size_label: str, wait:
 
 
 def handoff_case(
-    runner: Runner, st: Settings, impl: str, size_label: str, consumers: int, fill: bool
+    runner: Runner,
+    st: Settings,
+    impl: str,
+    size_label: str,
+    consumers: int,
+    fill: bool,
+    pin: str = "none",
 ) -> Case:
     if impl == "bips":
-        return bipsbench.handoff_case(runner, st, size_label, consumers, fill)
+        return bipsbench.handoff_case(runner, st, size_label, consumers, fill, pin=pin)
     size = SIZES[size_label]
 
     def setup(name: str) -> tuple[list[Worker], Callable[[], None]]:
@@ -89,7 +96,7 @@ def handoff_case(
         ]
         return workers, res.cleanup
 
-    return bipsbench.handoff_case(runner, st, size_label, consumers, fill, impl, setup)
+    return bipsbench.handoff_case(runner, st, size_label, consumers, fill, impl, setup, pin)
 
 
 def numpy_fill_case(runner: Runner, st: Settings) -> Case:
@@ -192,7 +199,8 @@ def futex_case(st: Settings, lang: str) -> Case:
             out = os.path.join(tmp, "futex.json")
             cmd = [sys.executable, os.path.abspath(__file__), "--only", "handoff",
                    "--impls", "bips", "--sizes", "64B", "--consumers", "1",
-                   "--seconds", str(timing.duration), "--rounds", "1", "--json", out]  # fmt: skip
+                   "--seconds", str(timing.duration), "--rounds", "1", "--pin", "none",
+                   "--json", out]  # fmt: skip
             _, calls = futex.run_counted(cmd, 60.0)
             with open(out) as f:
                 (record,) = json.load(f)["results"]
@@ -238,17 +246,20 @@ def plan(args: argparse.Namespace, runner: Runner, st: Settings) -> list[Case]:
                         case = latency_case(runner, st, impl, size, "spin")
                         cases.append(_in_round(case, r, n))
     if "handoff" in only:
-        for size in sizes:
-            for consumers in args.consumers:
-                for r in range(n):
-                    for impl in _rotated(impls, r):
-                        case = handoff_case(runner, st, impl, size, consumers, False)
-                        cases.append(_in_round(case, r, n))
+        for pin in args.pin:
+            for size in sizes:
+                for consumers in args.consumers:
+                    for r in range(n):
+                        for impl in _rotated(impls, r):
+                            case = handoff_case(runner, st, impl, size, consumers, False, pin)
+                            cases.append(_in_round(case, r, n))
     if "fill" in only and BIG in sizes:
+        pin = "split" if "split" in args.pin else args.pin[0]
         for r in range(n):
             cases.append(_in_round(numpy_fill_case(runner, st), r, n))
             for impl in _rotated(impls, r):
-                cases.append(_in_round(handoff_case(runner, st, impl, BIG, 1, True), r, n))
+                case = handoff_case(runner, st, impl, BIG, 1, True, pin)
+                cases.append(_in_round(case, r, n))
     if "cpp" in only and "bips" in impls:
         for r in range(n):
             for size in sizes:
@@ -319,6 +330,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, help="override the hand-off window (s)")
     p.add_argument("--interval-us", type=float, help="latency producer pause (default 300 us)")
     p.add_argument(
+        "--pin",
+        type=_csv(PINS),
+        default=["same", "split"],
+        help="CPU placements of the Python hand-off cases, each a row of its own: same (every "
+        "process on one CPU), split (the producer on one, the consumers on the others), none "
+        "(the scheduler's choice; it varies from run to run) (default: same,split)",
+    )
+    p.add_argument(
         "--start-method",
         choices=("fork", "spawn", "forkserver"),
         default="fork",
@@ -380,6 +399,7 @@ def main(argv: list[str]) -> int:
     machine = machine_info()
     config = bipsbench.config(st, "quick" if args.quick else "full", args.start_method)
     config["rounds"] = args.rounds
+    config["pins"] = args.pin
     runner = Runner(args.start_method)
     cases = plan(args, runner, st)
     records: list[dict[str, Any]] = []

@@ -137,27 +137,42 @@ def ratios(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     round (see _paired). Ratios < 1 favour bips where lower is better (latency, CPU), > 1 where
     higher is better (rates)."""
     out: list[dict[str, Any]] = []
+    pins = sorted({r.get("pin", "none") for r in raw}, key=_pin_order)
     for size in SIZES:
         for base in BASELINES:
             for label, want, field, better in RATIO_METRICS:
                 if want["group"] == "fill" and size != BIG:
                     continue
-                got = _paired(
-                    raw, field, {**want, "size": size, "impl": "bips"},
-                    {**want, "size": size, "impl": base},
-                )  # fmt: skip
-                if got is not None:
-                    out.append(
-                        {
-                            "metric": label,
-                            "size": size,
-                            "baseline": base,
-                            "ratio": got[0],
-                            "rounds": got[1],
-                            "better": better,
-                        }
-                    )
+                for pin in pins if want["group"] in ("handoff", "fill") else [None]:
+                    where = {} if pin is None else {"pin": pin}
+                    got = _paired(
+                        raw, field, {**want, **where, "size": size, "impl": "bips"},
+                        {**want, **where, "size": size, "impl": base},
+                    )  # fmt: skip
+                    if got is not None:
+                        out.append(
+                            {
+                                "metric": label,
+                                "size": size,
+                                "baseline": base,
+                                "pin": pin,
+                                "ratio": got[0],
+                                "rounds": got[1],
+                                "better": better,
+                            }
+                        )
     return out
+
+
+PIN_NAMES = {
+    "same": "1 CPU",
+    "split": "own CPUs",
+    "none": "any CPU",
+}
+
+
+def _pin_order(pin: str) -> int:
+    return list(PIN_NAMES).index(pin) if pin in PIN_NAMES else len(PIN_NAMES)
 
 
 # ---- rendering ------------------------------------------------------------------------------
@@ -292,12 +307,18 @@ def _ratio_table(
 
 def _handoff(records: list[dict[str, Any]], rr: list[dict[str, Any]]) -> str:
     rows = []
-    for size in SIZES:
-        for impl in IMPLS:
-            one = _ok(_find(records, group="handoff", impl=impl, size=size, consumers=1))
-            four = _ok(_find(records, group="handoff", impl=impl, size=size, consumers=4))
-            if one or four:
-                rows.append([size, IMPL_NAMES[impl]] + _handoff_cells(one, four))
+    pins = sorted(
+        {r.get("pin", "none") for r in records if r["group"] == "handoff"}, key=_pin_order
+    )
+    for pin in pins:
+        for size in SIZES:
+            for impl in IMPLS:
+                want = {"group": "handoff", "impl": impl, "size": size, "pin": pin}
+                one = _ok(_find(records, **want, consumers=1))
+                four = _ok(_find(records, **want, consumers=4))
+                if one or four:
+                    rows.append([size, IMPL_NAMES[impl], PIN_NAMES.get(pin, pin)])
+                    rows[-1] += _handoff_cells(one, four)
     if not rows:
         return ""
     text = [
@@ -306,20 +327,25 @@ def _handoff(records: list[dict[str, Any]], rr: list[dict[str, Any]]) -> str:
             "receive, numpy view, read one element, release)"
         ),
         (
-            "   1->1 rounds: lowest-highest rate of the rounds; cpu us/f: CPU time (user+sys) per "
+            "   cpus: 1 CPU = every process pinned to one CPU (they take turns), own CPUs = the "
+            "producer on one, the consumers on the other(s) (they run side by side); "
+            "1->1 rounds: lowest-highest rate of the rounds; cpu us/f: CPU time (user+sys) per "
             "frame in the producer / in a consumer, 1->1; sleeps/f: times per frame the process "
             "blocked, 1->1"
         ),
-        table(["size", "impl", *HANDOFF_COLUMNS], rows, 2),
+        table(["size", "impl", "cpus", *HANDOFF_COLUMNS], rows, 3),
     ]
-    rr = [r for r in rr if r["metric"].startswith("handoff")]
-    if rr:
+    for pin in pins:
+        got = [r for r in rr if r["metric"].startswith("handoff") and r["pin"] == pin]
+        if not got:
+            continue
         text.append(
-            "   bips / baseline; rates: higher is better for bips, cpu/f: lower is better for bips:"
+            f"   bips / baseline, {PIN_NAMES.get(pin, pin)}; rates: higher is better for bips, "
+            "cpu/f: lower is better for bips:"
         )
         text.append(
             _ratio_table(
-                rr,
+                got,
                 (
                     "handoff 1->1 total_fps",
                     "handoff 1->4 total_fps",
@@ -395,8 +421,12 @@ def _cpp(records: list[dict[str, Any]], rr: list[dict[str, Any]]) -> str:
         four = _ok(_find(records, group="cpp", size=size, consumers=4, fill=False, spin_us=spin))
         if not (one or four):
             continue
-        py1 = _ok(_find(records, group="handoff", impl="bips", size=size, consumers=1))
-        py4 = _ok(_find(records, group="handoff", impl="bips", size=size, consumers=4))
+        # The C++ processes run wherever the scheduler puts them: compare with the Python row of
+        # the same placement, else with the one on separate CPUs.
+        py = [r for r in records if r["group"] == "handoff" and r.get("impl") == "bips"]
+        py = [r for r in py if r.get("pin") == "none"] or [r for r in py if r.get("pin") == "split"]
+        py1 = _ok(_find(py, size=size, consumers=1))
+        py4 = _ok(_find(py, size=size, consumers=4))
         rows.append(
             [size, f"spin {spin} us" if spin else "block"]
             + _handoff_cells(one, four)

@@ -35,6 +35,7 @@ from bips.benchkit.params import (
     config,
 )
 from bips.benchkit.runner import (
+    PINS,
     CaseError,
     Runner,
     Timing,
@@ -49,6 +50,7 @@ __all__ = [
     "BIG",
     "CAPACITY",
     "FULL",
+    "PINS",
     "QUICK",
     "SIZES",
     "SPIN_S",

@@ -66,9 +66,11 @@ def handoff_case(
     fill: bool = False,
     impl: str = "bips",
     setup: Setup | None = None,
+    pin: str = "none",
 ) -> Case:
     """Hand-off rate, a Python producer -> `consumers` Python consumers, the producer writing
-    every byte if `fill`. `setup` makes the workers of another implementation (default: bips)."""
+    every byte if `fill`. `setup` makes the workers of another implementation (default: bips);
+    `pin` places them (runner.PINS)."""
     size = SIZES[size_label]
 
     def bips_setup(name: str) -> tuple[list[Worker], Callable[[], None] | None]:
@@ -78,13 +80,17 @@ def handoff_case(
 
     def run() -> dict[str, Any]:
         workers, cleanup = make(unique_name(f"ho-{impl}"))
-        results = runner.run(workers, st.handoff(), cleanup)
+        results = runner.run(workers, st.handoff(), cleanup, pin)
         return summarize_handoff(results[0], results[1:])
 
     group = "fill" if fill else "handoff"
-    meta = {"impl": impl, "size": size_label, "consumers": consumers, "fill": fill}
+    meta = {"impl": impl, "size": size_label, "consumers": consumers, "fill": fill, "pin": pin}
+    where = "" if pin == "none" else f" pin {pin}"
     return Case(
-        group, f"{group} {impl} 1->{consumers} {size_label}", run, {**meta, "lang": "python"}
+        group,
+        f"{group} {impl} 1->{consumers} {size_label}{where}",
+        run,
+        {**meta, "lang": "python"},
     )
 
 

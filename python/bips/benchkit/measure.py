@@ -194,7 +194,7 @@ KEY_METRIC = {
     "cpp": "total_fps",
 }
 # Fields that say which case a record belongs to (everything else is measured).
-CASE_FIELDS = ("group", "impl", "wait", "size", "consumers", "fill", "lang", "spin_us")
+CASE_FIELDS = ("group", "impl", "wait", "size", "consumers", "fill", "lang", "spin_us", "pin")
 
 
 def case_key(record: dict[str, Any]) -> tuple[Any, ...]:

@@ -110,7 +110,10 @@ def _worker_entry(
     go: Any,
     window: Any,
     kwargs: dict[str, Any],
+    cpus: set[int] | None = None,
 ) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     # Ctrl-C reaches the whole process group; only the parent reacts, then stops us with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -145,6 +148,28 @@ class Timing:
     drain_timeout: float = 20.0
 
 
+# Where the workers of a case run. "none": wherever the scheduler puts them. On a machine with
+# few cores that choice decides the result: a producer and a consumer on one core take turns
+# (a batch of frames each), on two cores they run side by side and pay for every cache line
+# that crosses; the same case measured twice can land either way. So the suite pins them:
+# "same": every worker on the first usable CPU; "split": the producer on the first, the
+# consumers on the others.
+PINS = ("none", "same", "split")
+
+
+def placement(pin: str) -> Callable[[int], set[int]] | None:
+    """The CPUs worker i (0: the producer) is pinned to, for `pin`; None: not pinned (also on
+    a machine with a single usable CPU)."""
+    if pin not in PINS:
+        raise ValueError(f"pin must be one of {PINS}, not {pin!r}")
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin == "none" or len(cpus) < 2:
+        return None
+    if pin == "same":
+        return lambda i: {cpus[0]}
+    return lambda i: {cpus[0]} if i == 0 else set(cpus[1:])
+
+
 class Runner:
     """Runs cases one after another with one multiprocessing context."""
 
@@ -153,11 +178,16 @@ class Runner:
         self._live: list[Any] = []
 
     def run(
-        self, workers: list[Worker], timing: Timing, cleanup: Callable[[], None] | None = None
+        self,
+        workers: list[Worker],
+        timing: Timing,
+        cleanup: Callable[[], None] | None = None,
+        pin: str = "none",
     ) -> list[dict[str, Any]]:
         """Runs one case; returns each worker's result dict, in the order given. Raises
         CaseError if a worker fails or the case does not finish in time. Always reaps every
-        worker and calls `cleanup`, also on KeyboardInterrupt."""
+        worker and calls `cleanup`, also on KeyboardInterrupt. `pin`: see PINS."""
+        cpus = placement(pin)
         msgs = self.ctx.Queue()
         go = self.ctx.Event()
         window = self.ctx.Array("q", 2, lock=False)
@@ -169,7 +199,7 @@ class Runner:
                 p = self.ctx.Process(
                     target=_worker_entry,
                     name=f"bench-{w.role}-{i}",
-                    args=(w.target, i, msgs, go, window, w.kwargs),
+                    args=(w.target, i, msgs, go, window, w.kwargs, cpus(i) if cpus else None),
                     daemon=True,
                 )
                 p.start()
