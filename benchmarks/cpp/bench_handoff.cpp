@@ -231,7 +231,8 @@ class CpuMeter {
 
 // Nearest-rank percentile of sorted samples (ns) in microseconds.
 double percentile_us(const std::vector<std::int64_t> &sorted, double q) {
-    std::size_t k = static_cast<std::size_t>(std::ceil(q / 100.0 * static_cast<double>(sorted.size())));
+    const double rank = std::ceil(q / 100.0 * static_cast<double>(sorted.size()));
+    std::size_t k = static_cast<std::size_t>(rank);
     k = std::min(std::max<std::size_t>(k, 1), sorted.size());
     return static_cast<double>(sorted[k - 1]) / 1e3;
 }
@@ -274,7 +275,8 @@ Result latency_consumer(bips::Consumer &cons, std::int64_t start, std::int64_t e
     return r;
 }
 
-Result latency_producer(bips::Producer &prod, long interval_us, std::int64_t start, std::int64_t end) {
+Result latency_producer(bips::Producer &prod, long interval_us, std::int64_t start,
+                        std::int64_t end) {
     Result r;
     CpuMeter meter(start, end);
     const timespec pause{interval_us / 1'000'000, (interval_us % 1'000'000) * 1000};
