@@ -16,11 +16,16 @@ it is ready):
   it is set too, so that no sample could ever be dropped.)
 * ``NAME/credit-wake``: the event service the producer sleeps on while it waits for credit.
 
-Why credits travel as samples and not as event ids: events are wake-ups, not counters. The
-ipc event of iceoryx2 0.10 is a non-blocking unix datagram socket whose queue holds
-net.unix.max_dgram_qlen datagrams (10 here); notifications beyond that are dropped. An event
-based count therefore lost credits and stalled the producer; a dropped wake-up is harmless
-(a full queue wakes the listener anyway).
+Why credits travel as samples and not as event ids: events are wake-ups, not counters. A first
+version counted credits by event id (one id per consumer and slot, so that no id could be
+pending twice) and the producer stalled within seconds in most 640x360x3 runs: the consumer had
+notified every credit, the producer's listener never delivered the last 8, not even to
+try_wait(). The ipc event of iceoryx2 0.10 is a unix datagram socket (the listener sleeps in
+__skb_wait_for_more_packets) and such a socket holds net.unix.max_dgram_qlen datagrams (10 on
+the machine measured), which is the likely place they were dropped. Wake-ups need no count:
+every wait re-checks its subscriber first, and one that times out re-checks again before it
+gives up (a lost wake-up would show as a 5 s stall, i.e. a failed case, never as a quietly
+lower rate).
 
 Per frame the consumer does what every other implementation does: receive, a numpy view of
 the payload, read one element, release (``Sample.delete()``), then hands the credit back.
@@ -71,7 +76,7 @@ class IoxResources:
 
 
 class _Services:
-    """One process's node and its three services."""
+    """One process's node and the four services of a case."""
 
     def __init__(self, name: str, consumers: int, create: bool) -> None:
         import iceoryx2 as iox
