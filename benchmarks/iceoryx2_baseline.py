@@ -23,9 +23,8 @@ notified every credit, the producer's listener never delivered the last 8, not e
 try_wait(). The ipc event of iceoryx2 0.10 is a unix datagram socket (the listener sleeps in
 __skb_wait_for_more_packets) and such a socket holds net.unix.max_dgram_qlen datagrams (10 on
 the machine measured), which is the likely place they were dropped. Wake-ups need no count:
-every wait re-checks its subscriber first, and one that times out re-checks again before it
-gives up (a lost wake-up would show as a 5 s stall, i.e. a failed case, never as a quietly
-lower rate).
+every wait re-checks its subscriber first; a wait that times out although a sample had
+arrived fails the case (LOST_WAKEUP) instead of hiding a 5 s stall in a rate.
 
 Per frame the consumer does what every other implementation does: receive, a numpy view of
 the payload, read one element, release (``Sample.delete()``), then hands the credit back.
@@ -42,6 +41,9 @@ from harness import CAPACITY, CpuMeter, Size, WorkerControl, run_window
 END_SEQ = -1
 # Every wait has a deadline: a dead peer ends the case with an error, never a hang.
 WAIT_S = 5.0
+# A wait that timed out although a sample had arrived: the notification was lost. The case
+# fails rather than report a rate or latency with a 5 s stall inside.
+LOST_WAKEUP = "iceoryx2 lost a notification: a wait timed out although a sample had arrived"
 
 
 class Header(ctypes.Structure):
@@ -174,7 +176,8 @@ class _Producer:
                 deadline = now + WAIT_S
             elif now > deadline:
                 raise TimeoutError(f"no consumer released a sample within {WAIT_S:g} s")
-            self.listener.timed_wait(self.s.timeout)
+            if not self.listener.timed_wait(self.s.timeout) and self.credits.has_samples():
+                raise RuntimeError(LOST_WAKEUP)
 
     def loan(self) -> Any:
         return self.pub.loan_slice_uninit(self.nbytes)
@@ -218,7 +221,8 @@ class _Consumer:
                 deadline = now + WAIT_S
             elif now > deadline:
                 raise TimeoutError(f"no sample within {WAIT_S:g} s")
-            wait(timeout)
+            if not wait(timeout) and self.sub.has_samples():
+                raise RuntimeError(LOST_WAKEUP)
 
     def give_back(self, seq: int) -> None:
         self.credits.send_copy(ctypes.c_int64(seq))
