@@ -189,7 +189,7 @@ def render(
     parts = [_header(machine, config)]
     raw = records if raw is None else raw
     rr = ratios(raw)
-    merged_sections = (_latency, _handoff, _fill, _cpp, _cpp_latency, _futex)
+    merged_sections = (_latency, _handoff, _fill, _cpp, _futex, _cpp_latency)
     for section, recs in [(s, records) for s in merged_sections] + [(_checks, raw), (_errors, raw)]:
         text = section(recs, rr)
         if text:
