@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""What bips is compared with, built the way a careful Python programmer would without it.
+"""What bips is compared with, built the way a careful Python programmer would without it
+(and, in iceoryx2_baseline.py, iceoryx2's zero-copy publish-subscribe).
 
-Both keep CAPACITY slots in one multiprocessing.shared_memory segment. A slot is a 64-byte
+The two home-made ones keep CAPACITY slots in one multiprocessing.shared_memory segment. A slot is a 64-byte
 header (int64 seq, int64 timestamp_ns) followed by the payload; consumers read the payload
 through numpy views made once at start (cheaper than bips, which makes a view per frame).
 
@@ -23,7 +24,14 @@ import struct
 import time
 from typing import Any, Callable
 
-from harness import CAPACITY, Size, WorkerControl, run_window
+from harness import CAPACITY, CpuMeter, Size, WorkerControl, run_window
+from iceoryx2_baseline import (
+    IoxResources,
+    iox_handoff_consumer,
+    iox_handoff_producer,
+    iox_latency_consumer,
+    iox_latency_producer,
+)
 
 HEADER = 64
 HDR = struct.Struct("qq")  # seq, timestamp_ns
@@ -133,11 +141,13 @@ def pipe_latency_producer(
 ) -> dict[str, Any]:
     p = _PipeProducer(name, size, index_w, credit_r)
     ctl.ready()
-    _, end = ctl.wait_go()
+    start, end = ctl.wait_go()
+    meter = CpuMeter(start, end)
     mono = time.monotonic_ns
     buf, offs = p.ring.buf, p.ring.offsets
     n = 0
-    while mono() < end:
+    while (t := mono()) < end:
+        meter.frame(t)
         i = n % CAPACITY
         p.take(i)
         time.sleep(interval_s)
@@ -145,7 +155,7 @@ def pipe_latency_producer(
         p.send(i)
         n += 1
     p.finish()
-    return {"published": n}
+    return {"published": n, **meter.result()}
 
 
 def pipe_latency_consumer(
@@ -155,6 +165,7 @@ def pipe_latency_consumer(
     rfd, wfd = index_r.fileno(), credit_w.fileno()
     ctl.ready()
     start, end = ctl.wait_go()
+    meter = CpuMeter(start, end)
     mono = time.monotonic_ns
     buf, offs, views = ring.buf, ring.offsets, ring.views
     wake: list[int] = []
@@ -167,13 +178,13 @@ def pipe_latency_consumer(
             break
         views[i].item(0)
         t_ready = mono()
-        if start <= t_wake < end:
+        if meter.frame(t_wake):
             ts = HDR.unpack_from(buf, offs[i])[1]
             wake.append(t_wake - ts)
             ready.append(t_ready - ts)
         os.write(wfd, rec)
     ring.close()
-    return {"wake_ns": wake, "ready_ns": ready}
+    return {"wake_ns": wake, "ready_ns": ready, **meter.result()}
 
 
 def pipe_handoff_producer(
@@ -294,11 +305,13 @@ def sem_latency_producer(
     ring = Ring(name, size)
     empties, fulls = _open_sems(empty), _open_sems(full)
     ctl.ready()
-    _, end = ctl.wait_go()
+    start, end = ctl.wait_go()
+    meter = CpuMeter(start, end)
     mono = time.monotonic_ns
     buf, offs = ring.buf, ring.offsets
     n = 0
-    while mono() < end:
+    while (t := mono()) < end:
+        meter.frame(t)
         i = n % CAPACITY
         for e in empties:
             e.acquire()
@@ -308,7 +321,7 @@ def sem_latency_producer(
             f.release()
         n += 1
     _sem_finish(ring, n, empties, fulls)
-    return {"published": n}
+    return {"published": n, **meter.result()}
 
 
 def sem_latency_consumer(
@@ -318,6 +331,7 @@ def sem_latency_consumer(
     (e, f) = _open_sems([empty, full])
     ctl.ready()
     start, end = ctl.wait_go()
+    meter = CpuMeter(start, end)
     mono = time.monotonic_ns
     buf, offs, views = ring.buf, ring.offsets, ring.views
     wake: list[int] = []
@@ -333,14 +347,14 @@ def sem_latency_consumer(
             break
         views[i].item(0)
         t_ready = mono()
-        if start <= t_wake < end:
+        if meter.frame(t_wake):
             wake.append(t_wake - ts)
             ready.append(t_ready - ts)
         e.release()
     e.close()
     f.close()
     ring.close()
-    return {"wake_ns": wake, "ready_ns": ready}
+    return {"wake_ns": wake, "ready_ns": ready, **meter.result()}
 
 
 def sem_handoff_producer(
@@ -463,5 +477,12 @@ IMPLS: dict[
         sem_latency_consumer,
         sem_handoff_producer,
         sem_handoff_consumer,
+    ),
+    "iox": (
+        IoxResources,
+        iox_latency_producer,
+        iox_latency_consumer,
+        iox_handoff_producer,
+        iox_handoff_consumer,
     ),
 }

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""bips benchmark suite: cross-process latency and hand-off rate, bips against two baselines.
+"""bips benchmark suite: cross-process latency and hand-off rate, bips against three baselines.
 
     python benchmarks/bench.py                  # full run (~1.5-2 min)
     python benchmarks/bench.py --quick          # ~30 s, noisier
@@ -27,13 +27,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import baselines
 import cpp_bench
 import futex
+import iceoryx2_baseline
 import report
-from bips import bench as bipsbench
-from bips.bench import (
+from bips import benchkit as bipsbench
+from bips.benchkit import (
     BIG,
     FULL,
+    PINS,
     QUICK,
     SIZES,
+    SPIN_S,
     Case,
     CaseError,
     Runner,
@@ -41,13 +44,14 @@ from bips.bench import (
     Timing,
     Worker,
     leftovers,
+    merge_rounds,
     summarize_handoff,
     unique_name,
 )
 from harness import machine_info
 
 GROUPS = ("latency", "handoff", "fill", "cpp", "futex")
-IMPLS = ("bips", "pipe", "sem")
+IMPLS = ("bips", "pipe", "sem", "iox")
 
 
 # ---- cases ----------------------------------------------------------------------------------
@@ -70,10 +74,16 @@ def latency_case(runner: Runner, st: Settings, impl: str, size_label: str, wait:
 
 
 def handoff_case(
-    runner: Runner, st: Settings, impl: str, size_label: str, consumers: int, fill: bool
+    runner: Runner,
+    st: Settings,
+    impl: str,
+    size_label: str,
+    consumers: int,
+    fill: bool,
+    pin: str = "none",
 ) -> Case:
     if impl == "bips":
-        return bipsbench.handoff_case(runner, st, size_label, consumers, fill)
+        return bipsbench.handoff_case(runner, st, size_label, consumers, fill, pin=pin)
     size = SIZES[size_label]
 
     def setup(name: str) -> tuple[list[Worker], Callable[[], None]]:
@@ -86,7 +96,7 @@ def handoff_case(
         ]
         return workers, res.cleanup
 
-    return bipsbench.handoff_case(runner, st, size_label, consumers, fill, impl, setup)
+    return bipsbench.handoff_case(runner, st, size_label, consumers, fill, impl, setup, pin)
 
 
 def numpy_fill_case(runner: Runner, st: Settings) -> Case:
@@ -96,7 +106,12 @@ def numpy_fill_case(runner: Runner, st: Settings) -> Case:
         (r,) = runner.run(
             [Worker(baselines.numpy_fill, {"size": size}, "numpy-fill")], st.handoff()
         )
-        return {"fps": r["fps"], "frames": r["frames"], "seconds": r["seconds"]}
+        return {
+            "fps": r["fps"],
+            "total_fps": r["fps"],
+            "frames": r["frames"],
+            "seconds": r["seconds"],
+        }
 
     return Case(
         "fill",
@@ -138,6 +153,36 @@ def cpp_case(st: Settings, size_label: str, consumers: int, fill: bool, spin_us:
     )
 
 
+def cpp_latency_case(st: Settings, size_label: str, wait: str) -> Case:
+    """One-way latency C++ -> C++, 1 consumer, producer paced like the Python latency cases;
+    `wait` "spin" gives the consumer the busy-poll budget of the Python spin case."""
+    size = SIZES[size_label]
+    spin_us = int(SPIN_S * 1e6) if wait == "spin" else 0
+
+    def run() -> dict[str, Any]:
+        cpp_bench.build()
+        out = cpp_bench.run_handoff(
+            unique_name("cpplat"), size, 1, st.latency(), spin_us=spin_us,
+            interval_us=max(int(st.interval_s * 1e6), 1),
+        )  # fmt: skip
+        prod, (cons,) = out["producer"], out["consumer_results"]
+        rec = {k: cons[k] for k in ("p50_us", "p99_us", "p999_us", "mean_us", "max_us")}
+        rec["n"] = cons["lat_n"]
+        for side, r in (("producer", prod), ("consumer", cons)):
+            frames = max(r["frames"], 1)
+            rec[f"{side}_cpu_us_per_frame"] = r["cpu_s"] * 1e6 / frames
+            rec[f"{side}_sleeps_per_frame"] = r["vcsw"] / frames
+        return rec
+
+    return Case(
+        "cpplat",
+        f"cpp latency bips {wait} {size_label}",
+        run,
+        {"impl": "bips", "size": size_label, "consumers": 1, "lang": "cpp", "wait": wait,
+         "spin_us": spin_us},
+    )  # fmt: skip
+
+
 def futex_case(st: Settings, lang: str) -> Case:
     timing = Timing(warmup=0.1, duration=min(st.duration, 0.5))
 
@@ -154,7 +199,8 @@ def futex_case(st: Settings, lang: str) -> Case:
             out = os.path.join(tmp, "futex.json")
             cmd = [sys.executable, os.path.abspath(__file__), "--only", "handoff",
                    "--impls", "bips", "--sizes", "64B", "--consumers", "1",
-                   "--seconds", str(timing.duration), "--json", out]  # fmt: skip
+                   "--seconds", str(timing.duration), "--rounds", "1", "--pin", "none",
+                   "--json", out]  # fmt: skip
             _, calls = futex.run_counted(cmd, 60.0)
             with open(out) as f:
                 (record,) = json.load(f)["results"]
@@ -170,33 +216,61 @@ def futex_case(st: Settings, lang: str) -> Case:
     )
 
 
+def _rotated(items: list[str], k: int) -> list[str]:
+    k %= max(len(items), 1)
+    return items[k:] + items[:k]
+
+
+def _in_round(case: Case, r: int, rounds: int) -> Case:
+    case.meta["round"] = r
+    if rounds > 1:
+        case.label += f" (round {r + 1}/{rounds})"
+    return case
+
+
 def plan(args: argparse.Namespace, runner: Runner, st: Settings) -> list[Case]:
+    """Every case, in rounds: a round runs each implementation of one size (and consumer
+    count) once, in an order rotated from round to round, so that a slow spell of the machine
+    falls on every implementation alike and none always runs first or last."""
     only = set(args.only)
     sizes = [s for s in SIZES if s in args.sizes]
     impls = [i for i in IMPLS if i in args.impls]
+    n = args.rounds
     cases: list[Case] = []
     if "latency" in only:
         for size in sizes:
-            for impl in impls:
-                cases.append(latency_case(runner, st, impl, size, "block"))
-                if impl == "bips":
-                    cases.append(latency_case(runner, st, impl, size, "spin"))
+            for r in range(n):
+                for impl in _rotated(impls, r):
+                    cases.append(_in_round(latency_case(runner, st, impl, size, "block"), r, n))
+                    if impl == "bips":
+                        case = latency_case(runner, st, impl, size, "spin")
+                        cases.append(_in_round(case, r, n))
     if "handoff" in only:
-        for size in sizes:
-            for consumers in args.consumers:
-                for impl in impls:
-                    cases.append(handoff_case(runner, st, impl, size, consumers, False))
+        for pin in args.pin:
+            for size in sizes:
+                for consumers in args.consumers:
+                    for r in range(n):
+                        for impl in _rotated(impls, r):
+                            case = handoff_case(runner, st, impl, size, consumers, False, pin)
+                            cases.append(_in_round(case, r, n))
     if "fill" in only and BIG in sizes:
-        cases.append(numpy_fill_case(runner, st))
-        for impl in impls:
-            cases.append(handoff_case(runner, st, impl, BIG, 1, True))
+        pin = "split" if "split" in args.pin else args.pin[0]
+        for r in range(n):
+            cases.append(_in_round(numpy_fill_case(runner, st), r, n))
+            for impl in _rotated(impls, r):
+                case = handoff_case(runner, st, impl, BIG, 1, True, pin)
+                cases.append(_in_round(case, r, n))
     if "cpp" in only and "bips" in impls:
-        for size in sizes:
-            for consumers in args.consumers:
-                cases.append(cpp_case(st, size, consumers, False))
-                cases.append(cpp_case(st, size, consumers, False, CPP_SPIN_US))
-        if BIG in sizes:
-            cases.append(cpp_case(st, BIG, 1, True))
+        for r in range(n):
+            for size in sizes:
+                for consumers in args.consumers:
+                    cases.append(_in_round(cpp_case(st, size, consumers, False), r, n))
+                    case = cpp_case(st, size, consumers, False, CPP_SPIN_US)
+                    cases.append(_in_round(case, r, n))
+                for wait in ("block", "spin"):
+                    cases.append(_in_round(cpp_latency_case(st, size, wait), r, n))
+            if BIG in sizes:
+                cases.append(_in_round(cpp_case(st, BIG, 1, True), r, n))
     if "futex" in only and "bips" in impls:
         cases.append(futex_case(st, "python"))
         cases.append(futex_case(st, "cpp"))
@@ -239,7 +313,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--impls",
         type=_csv(IMPLS),
         default=list(IMPLS),
-        help="comma-separated implementations: bips,pipe,sem (default: all)",
+        help=f"comma-separated implementations: {','.join(IMPLS)} (default: all)",
     )
     p.add_argument(
         "--consumers",
@@ -247,8 +321,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=[1, 4],
         help="consumer counts for the hand-off cases (default 1,4)",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="times each case runs, alternating implementations; the report shows the median "
+        "(default 3)",
+    )
     p.add_argument("--seconds", type=float, help="override the hand-off window (s)")
     p.add_argument("--interval-us", type=float, help="latency producer pause (default 300 us)")
+    p.add_argument(
+        "--pin",
+        type=_csv(PINS),
+        default=["same", "split"],
+        help="CPU placements of the Python hand-off cases, each a row of its own: same (every "
+        "process on one CPU), split (the producer on one, the consumers on the others), none "
+        "(the scheduler's choice; it varies from run to run) (default: same,split)",
+    )
     p.add_argument(
         "--start-method",
         choices=("fork", "spawn", "forkserver"),
@@ -297,9 +385,21 @@ def main(argv: list[str]) -> int:
                 file=sys.stderr,
             )
             args.impls = [i for i in args.impls if i != "sem"]
+    if "iox" in args.impls:
+        why = iceoryx2_baseline.available()
+        if why:
+            print(f"{why}: skipping the 'iox' baseline", file=sys.stderr)
+            args.impls = [i for i in args.impls if i != "iox"]
 
+    if args.rounds is None:
+        args.rounds = 3
+    if args.rounds < 1:
+        print("--rounds wants a whole number >= 1", file=sys.stderr)
+        return 2
     machine = machine_info()
     config = bipsbench.config(st, "quick" if args.quick else "full", args.start_method)
+    config["rounds"] = args.rounds
+    config["pins"] = args.pin
     runner = Runner(args.start_method)
     cases = plan(args, runner, st)
     records: list[dict[str, Any]] = []
@@ -328,14 +428,16 @@ def main(argv: list[str]) -> int:
     machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     machine["elapsed_s"] = round(time.monotonic() - t_start, 1)
 
-    print(report.render(machine, config, records))
+    merged = merge_rounds(records)
+    print(report.render(machine, config, merged, records))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
                 {
                     "machine": machine,
                     "config": config,
-                    "results": records,
+                    "results": merged,
+                    "rounds": records,
                     "ratios": report.ratios(records),
                     "interrupted": interrupted,
                 },

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Builds and runs the C++ hand-off benchmark (benchmarks/cpp/bench_handoff.cpp)."""
+"""Builds and runs the C++ benchmark (benchmarks/cpp/bench_handoff.cpp): hand-off rate, and
+one-way latency with a paced producer."""
 
 from __future__ import annotations
 
@@ -65,11 +66,17 @@ def _build() -> None:
 
 
 def command(
-    name: str, size: Size, consumers: int, timing: Timing, fill: bool, spin_us: int = 0
+    name: str,
+    size: Size,
+    consumers: int,
+    timing: Timing,
+    fill: bool,
+    spin_us: int = 0,
+    interval_us: int = 0,
 ) -> list[str]:
     cmd = [str(EXE), "--name", name, "--consumers", str(consumers),
            "--warmup", str(timing.warmup), "--seconds", str(timing.duration),
-           "--spin-us", str(spin_us)]  # fmt: skip
+           "--spin-us", str(spin_us), "--interval-us", str(interval_us)]  # fmt: skip
     if size.shape:
         cmd += ["--shape", ",".join(str(d) for d in size.shape)]
     else:
@@ -98,10 +105,17 @@ def parse(stdout: str, returncode: int = 0, stderr: str = "") -> dict[str, Any]:
 
 
 def run_handoff(
-    name: str, size: Size, consumers: int, timing: Timing, fill: bool = False, spin_us: int = 0
+    name: str,
+    size: Size,
+    consumers: int,
+    timing: Timing,
+    fill: bool = False,
+    spin_us: int = 0,
+    interval_us: int = 0,
 ) -> dict[str, Any]:
-    """Runs one C++ case; returns bench_handoff's JSON (producer, consumer_results)."""
-    cmd = command(name, size, consumers, timing, fill, spin_us)
+    """Runs one C++ case; returns bench_handoff's JSON (producer, consumer_results). With
+    `interval_us` the producer is paced and the consumers report latency percentiles."""
+    cmd = command(name, size, consumers, timing, fill, spin_us, interval_us)
     limit = time_limit(timing)
     try:
         # run() kills the benchmark on any exception (Ctrl-C included); its consumers die with it

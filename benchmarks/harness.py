@@ -1,20 +1,22 @@
 # SPDX-License-Identifier: Apache-2.0
 """Process plumbing shared by every benchmark here. The plumbing itself (worker processes run
 in lock step, the window counting loop, names and cleanup, sizes, statistics) lives in the
-installed package as ``bips.bench``, which ``bips bench`` runs; the baselines and the suite in
-this folder reuse it through this module, so both measure the same way. See the docstring of
-``bips.bench`` for how one case runs."""
+installed package as ``bips.benchkit``, which ``bips bench`` runs; the baselines and the suite
+in this folder reuse it through this module, so both measure the same way. See the docstring
+of ``bips.benchkit.runner`` for how one case runs."""
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
-from bips import bench as _bench
-from bips.bench import (
+from bips import benchkit as _bench
+from bips.benchkit import (
     BIG,
     CAPACITY,
     SIZES,
     CaseError,
+    CpuMeter,
     Runner,
     Size,
     Timing,
@@ -32,6 +34,7 @@ __all__ = [
     "CAPACITY",
     "SIZES",
     "CaseError",
+    "CpuMeter",
     "Runner",
     "Size",
     "Timing",
@@ -47,7 +50,7 @@ __all__ = [
 
 
 def machine_info() -> dict[str, Any]:
-    """bips.bench.machine_info() plus the version of the semaphore baseline's library."""
+    """bips.benchkit.machine_info() plus the versions of the baselines' libraries."""
     info = _bench.machine_info()
     try:
         import posix_ipc
@@ -55,4 +58,8 @@ def machine_info() -> dict[str, Any]:
         info["posix_ipc"] = posix_ipc.VERSION
     except ImportError:
         info["posix_ipc"] = None
+    try:
+        info["iceoryx2"] = metadata.version("iceoryx2")
+    except metadata.PackageNotFoundError:
+        info["iceoryx2"] = None
     return info

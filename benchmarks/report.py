@@ -5,13 +5,21 @@ ratios. Pure formatting: no measuring here."""
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable
 from typing import Any
 
 from harness import BIG, SIZES
 
-IMPL_NAMES = {"bips": "bips", "pipe": "shm+pipe", "sem": "shm+posix-sem", "numpy": "numpy"}
-BASELINES = ("pipe", "sem")
+IMPL_NAMES = {
+    "bips": "bips",
+    "pipe": "shm+pipe",
+    "sem": "shm+posix-sem",
+    "iox": "iceoryx2",
+    "numpy": "numpy",
+}
+BASELINES = ("pipe", "sem", "iox")
+IMPLS = ("bips", *BASELINES)
 
 
 def _find(records: list[dict[str, Any]], **want: Any) -> dict[str, Any] | None:
@@ -69,63 +77,121 @@ def _ok(r: dict[str, Any] | None) -> dict[str, Any] | None:
 # ---- ratios ---------------------------------------------------------------------------------
 
 
-def ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """bips / baseline for every metric measured on both sides. Latency ratios < 1 and rate
-    ratios > 1 favour bips."""
+def _paired(
+    raw: list[dict[str, Any]], metric: str, bips: dict[str, Any], base: dict[str, Any]
+) -> tuple[float, int] | None:
+    """bips / baseline of `metric`, each round against the same round (so that a load that
+    came and went during the run weighs on both sides alike), then the median over rounds;
+    and how many rounds it had. None if no round measured both."""
+    mine = {r.get("round"): r for r in raw if _ok(r) and _match(r, bips)}
+    theirs = {r.get("round"): r for r in raw if _ok(r) and _match(r, base)}
+    vals = [_ratio(float(mine[k][metric]), float(theirs[k][metric])) for k in mine if k in theirs]
+    got = sorted(v for v in vals if v is not None)
+    if not got:
+        return None
+    return statistics.median(got), len(got)
+
+
+def _match(r: dict[str, Any], want: dict[str, Any]) -> bool:
+    return all(r.get(k) == v for k, v in want.items())
+
+
+# (metric label, group, record filter, field, better)
+RATIO_METRICS: list[tuple[str, dict[str, Any], str, str]] = [
+    ("latency p50_us", {"group": "latency", "wait": "block"}, "p50_us", "lower"),
+    ("latency p99_us", {"group": "latency", "wait": "block"}, "p99_us", "lower"),
+    ("latency p999_us", {"group": "latency", "wait": "block"}, "p999_us", "lower"),
+    (
+        "latency producer_cpu",
+        {"group": "latency", "wait": "block"},
+        "producer_cpu_us_per_frame",
+        "lower",
+    ),
+    (
+        "latency consumer_cpu",
+        {"group": "latency", "wait": "block"},
+        "consumer_cpu_us_per_frame",
+        "lower",
+    ),
+    ("handoff 1->1 total_fps", {"group": "handoff", "consumers": 1}, "total_fps", "higher"),
+    ("handoff 1->4 total_fps", {"group": "handoff", "consumers": 4}, "total_fps", "higher"),
+    ("handoff 1->4 min_fps", {"group": "handoff", "consumers": 4}, "min_fps", "higher"),
+    (
+        "handoff 1->1 producer_cpu",
+        {"group": "handoff", "consumers": 1},
+        "producer_cpu_us_per_frame",
+        "lower",
+    ),
+    (
+        "handoff 1->1 consumer_cpu",
+        {"group": "handoff", "consumers": 1},
+        "consumer_cpu_us_per_frame",
+        "lower",
+    ),
+    ("fill handoff 1->1 fps", {"group": "fill", "consumers": 1}, "total_fps", "higher"),
+]
+
+
+def ratios(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """bips / baseline for every metric measured on both sides, from the records of every
+    round (see _paired). Ratios < 1 favour bips where lower is better (latency, CPU), > 1 where
+    higher is better (rates)."""
     out: list[dict[str, Any]] = []
+    pins = sorted({r.get("pin", "none") for r in raw}, key=_pin_order)
     for size in SIZES:
         for base in BASELINES:
-            b = _ok(_find(records, group="latency", impl="bips", wait="block", size=size))
-            x = _ok(_find(records, group="latency", impl=base, wait="block", size=size))
-            if b and x:
-                for m in ("p50_us", "p99_us", "p999_us"):
-                    out.append(
-                        {
-                            "metric": f"latency {m}",
-                            "size": size,
-                            "baseline": base,
-                            "ratio": _ratio(b[m], x[m]),
-                            "better": "lower",
-                        }
-                    )
-            for consumers, key in ((1, "total_fps"), (4, "total_fps"), (4, "min_fps")):
-                b = _ok(
-                    _find(records, group="handoff", impl="bips", size=size, consumers=consumers)
-                )
-                x = _ok(_find(records, group="handoff", impl=base, size=size, consumers=consumers))
-                if b and x:
-                    out.append(
-                        {
-                            "metric": f"handoff 1->{consumers} {key}",
-                            "size": size,
-                            "baseline": base,
-                            "ratio": _ratio(b[key], x[key]),
-                            "better": "higher",
-                        }
-                    )
-            if size == BIG:
-                b = _ok(_find(records, group="fill", impl="bips"))
-                x = _ok(_find(records, group="fill", impl=base))
-                if b and x:
-                    out.append(
-                        {
-                            "metric": "fill handoff 1->1 fps",
-                            "size": size,
-                            "baseline": base,
-                            "ratio": _ratio(b["total_fps"], x["total_fps"]),
-                            "better": "higher",
-                        }
-                    )
+            for label, want, field, better in RATIO_METRICS:
+                if want["group"] == "fill" and size != BIG:
+                    continue
+                for pin in pins if want["group"] in ("handoff", "fill") else [None]:
+                    where = {} if pin is None else {"pin": pin}
+                    got = _paired(
+                        raw, field, {**want, **where, "size": size, "impl": "bips"},
+                        {**want, **where, "size": size, "impl": base},
+                    )  # fmt: skip
+                    if got is not None:
+                        out.append(
+                            {
+                                "metric": label,
+                                "size": size,
+                                "baseline": base,
+                                "pin": pin,
+                                "ratio": got[0],
+                                "rounds": got[1],
+                                "better": better,
+                            }
+                        )
     return out
+
+
+PIN_NAMES = {
+    "same": "1 CPU",
+    "split": "own CPUs",
+    "none": "any CPU",
+}
+
+
+def _pin_order(pin: str) -> int:
+    return list(PIN_NAMES).index(pin) if pin in PIN_NAMES else len(PIN_NAMES)
 
 
 # ---- rendering ------------------------------------------------------------------------------
 
 
-def render(machine: dict[str, Any], config: dict[str, Any], records: list[dict[str, Any]]) -> str:
+def render(
+    machine: dict[str, Any],
+    config: dict[str, Any],
+    records: list[dict[str, Any]],
+    raw: list[dict[str, Any]] | None = None,
+) -> str:
+    """The report: `records` has one (median) record per case (merge_rounds), `raw` every
+    round (for the paired ratios; default: `records`)."""
     parts = [_header(machine, config)]
-    for section in (_latency, _handoff, _fill, _cpp, _futex, _checks, _errors):
-        text = section(records)
+    raw = records if raw is None else raw
+    rr = ratios(raw)
+    merged_sections = (_latency, _handoff, _fill, _cpp, _futex, _cpp_latency)
+    for section, recs in [(s, records) for s in merged_sections] + [(_checks, raw), (_errors, raw)]:
+        text = section(recs, rr)
         if text:
             parts.append(text)
     return "\n\n".join(parts)
@@ -138,7 +204,7 @@ def _header(m: dict[str, Any], c: dict[str, Any]) -> str:
             f"machine: {m['nproc']} CPUs ({m['affinity']} usable), {m['cpu']}; Linux {m['kernel']}",
             (
                 f"software: Python {m['python']}, numpy {m['numpy']}, bips {m['bips']}, "
-                f"posix_ipc {m['posix_ipc']}"
+                f"posix_ipc {m['posix_ipc']}, iceoryx2 {m.get('iceoryx2')}"
             ),
             (
                 f"load average: {m['loadavg_start']} at start, {m.get('loadavg_end')} at end; "
@@ -150,19 +216,28 @@ def _header(m: dict[str, Any], c: dict[str, Any]) -> str:
                 f"{c['latency_interval_us']:.0f} us (+ sleep overshoot); capacity {c['capacity']}, "
                 f"policy {c['policy']}; workers via multiprocessing '{c['start_method']}'"
             ),
+            (
+                f"rounds: {c.get('rounds', 1)}; each round runs every implementation of a case in "
+                "turn (order rotated); tables show the median round, ratios the median of "
+                "same-round ratios"
+            ),
         ]
     )
 
 
-def _latency(records: list[dict[str, Any]]) -> str:
+def _spread(r: dict[str, Any] | None, digits: int = 0) -> str:
+    """min-max of the key metric over the rounds, if there were several."""
+    if r is None or "spread" not in r or r.get("rounds", 1) < 2:
+        return "-"
+    lo, hi = r["spread"]
+    return f"{lo:,.{digits}f}-{hi:,.{digits}f}"
+
+
+def _latency(records: list[dict[str, Any]], rr: list[dict[str, Any]]) -> str:
     rows = []
     for size in SIZES:
-        for impl, wait in (
-            ("bips", "block"),
-            ("bips", "spin"),
-            ("pipe", "block"),
-            ("sem", "block"),
-        ):
+        waits = [("bips", "block"), ("bips", "spin")] + [(b, "block") for b in BASELINES]
+        for impl, wait in waits:
             r = _ok(_find(records, group="latency", impl=impl, wait=wait, size=size))
             if r:
                 rows.append(
@@ -172,13 +247,18 @@ def _latency(records: list[dict[str, Any]]) -> str:
                         "spin 1ms" if wait == "spin" else wait,
                         str(r["n"]),
                         _num(r["p50_us"]),
+                        _spread(r, 1),
                         _num(r["p99_us"]),
                         _num(r["p999_us"]),
                         _num(r["wake_p50_us"]),
+                        _num(r.get("producer_cpu_us_per_frame")),
+                        _num(r.get("consumer_cpu_us_per_frame")),
                     ]
                 )
     if not rows:
         return ""
+    headers = ["size", "impl", "wait", "n", "p50", "p50 rounds", "p99", "p99.9", "wake p50"]
+    headers += ["cpu us/f prod", "cpu us/f cons"]
     text = [
         (
             "1. One-way latency, Python -> Python, 1 consumer, producer paced so each frame wakes "
@@ -186,16 +266,26 @@ def _latency(records: list[dict[str, Any]]) -> str:
         ),
         (
             "   p50/p99/p99.9: from the producer's time.monotonic_ns() before publish to one element "
-            "read through numpy; wake p50: to the return of receive()"
+            "read through numpy; wake p50: to the return of receive(); p50 rounds: lowest-highest "
+            "p50 of the rounds; cpu us/f: CPU time (user+sys) per frame in the producer (its "
+            "sleep between frames included) / in the consumer"
         ),
-        table(["size", "impl", "wait", "n", "p50", "p99", "p99.9", "wake p50"], rows, 3),
+        table(headers, rows, 3),
     ]
-    rr = [r for r in ratios(records) if r["metric"].startswith("latency")]
+    rr = [r for r in rr if r["metric"].startswith("latency")]
     if rr:
         text.append("   bips (blocking) / baseline, lower is better for bips:")
         text.append(
             _ratio_table(
-                rr, ("latency p50_us", "latency p99_us", "latency p999_us"), ("p50", "p99", "p99.9")
+                rr,
+                (
+                    "latency p50_us",
+                    "latency p99_us",
+                    "latency p999_us",
+                    "latency producer_cpu",
+                    "latency consumer_cpu",
+                ),
+                ("p50", "p99", "p99.9", "cpu/f prod", "cpu/f cons"),
             )
         )
     return "\n".join(text)
@@ -215,14 +305,20 @@ def _ratio_table(
     return table(["size", "baseline", *titles], rows, 2)
 
 
-def _handoff(records: list[dict[str, Any]]) -> str:
+def _handoff(records: list[dict[str, Any]], rr: list[dict[str, Any]]) -> str:
     rows = []
-    for size in SIZES:
-        for impl in ("bips", "pipe", "sem"):
-            one = _ok(_find(records, group="handoff", impl=impl, size=size, consumers=1))
-            four = _ok(_find(records, group="handoff", impl=impl, size=size, consumers=4))
-            if one or four:
-                rows.append([size, IMPL_NAMES[impl]] + _handoff_cells(one, four))
+    pins = sorted(
+        {r.get("pin", "none") for r in records if r["group"] == "handoff"}, key=_pin_order
+    )
+    for pin in pins:
+        for size in SIZES:
+            for impl in IMPLS:
+                want = {"group": "handoff", "impl": impl, "size": size, "pin": pin}
+                one = _ok(_find(records, **want, consumers=1))
+                four = _ok(_find(records, **want, consumers=4))
+                if one or four:
+                    rows.append([size, IMPL_NAMES[impl], PIN_NAMES.get(pin, pin)])
+                    rows[-1] += _handoff_cells(one, four)
     if not rows:
         return ""
     text = [
@@ -231,19 +327,33 @@ def _handoff(records: list[dict[str, Any]]) -> str:
             "receive, numpy view, read one element, release)"
         ),
         (
-            "   cpu us/f: CPU time (user+sys) per frame in the producer / in a consumer, 1->1; "
-            "sleeps/f: times per frame the process blocked, 1->1"
+            "   cpus: 1 CPU = every process pinned to one CPU (they take turns), own CPUs = the "
+            "producer on one, the consumers on the other(s) (they run side by side); "
+            "1->1 rounds: lowest-highest rate of the rounds; cpu us/f: CPU time (user+sys) per "
+            "frame in the producer / in a consumer, 1->1; sleeps/f: times per frame the process "
+            "blocked, 1->1"
         ),
-        table(["size", "impl", *HANDOFF_COLUMNS], rows, 2),
+        table(["size", "impl", "cpus", *HANDOFF_COLUMNS], rows, 3),
     ]
-    rr = [r for r in ratios(records) if r["metric"].startswith("handoff")]
-    if rr:
-        text.append("   bips / baseline, higher is better for bips:")
+    for pin in pins:
+        got = [r for r in rr if r["metric"].startswith("handoff") and r["pin"] == pin]
+        if not got:
+            continue
+        text.append(
+            f"   bips / baseline, {PIN_NAMES.get(pin, pin)}; rates: higher is better for bips, "
+            "cpu/f: lower is better for bips:"
+        )
         text.append(
             _ratio_table(
-                rr,
-                ("handoff 1->1 total_fps", "handoff 1->4 total_fps", "handoff 1->4 min_fps"),
-                ("1->1", "1->4 total", "1->4 min/cons"),
+                got,
+                (
+                    "handoff 1->1 total_fps",
+                    "handoff 1->4 total_fps",
+                    "handoff 1->4 min_fps",
+                    "handoff 1->1 producer_cpu",
+                    "handoff 1->1 consumer_cpu",
+                ),
+                ("1->1", "1->4 total", "1->4 min/cons", "cpu/f prod", "cpu/f cons"),
             )
         )
     return "\n".join(text)
@@ -251,6 +361,7 @@ def _handoff(records: list[dict[str, Any]]) -> str:
 
 HANDOFF_COLUMNS = [
     "1->1",
+    "1->1 rounds",
     "1->4 per cons",
     "1->4 total",
     "cpu us/f prod",
@@ -264,6 +375,7 @@ HANDOFF_COLUMNS = [
 def _handoff_cells(one: dict[str, Any] | None, four: dict[str, Any] | None) -> list[str]:
     return [
         _rate(_v(one, "total_fps")),
+        _spread(one),
         _rate(_v(four, "mean_fps")),
         _rate(_v(four, "total_fps")),
         _num(_v(one, "producer_cpu_us_per_frame"), 2),
@@ -274,12 +386,12 @@ def _handoff_cells(one: dict[str, Any] | None, four: dict[str, Any] | None) -> l
     ]
 
 
-def _fill(records: list[dict[str, Any]]) -> str:
+def _fill(records: list[dict[str, Any]], rr: list[dict[str, Any]]) -> str:
     ref = _ok(_find(records, group="fill", impl="numpy"))
     rows = []
     if ref:
         rows.append(["numpy fill of 8 shared-memory slots, no IPC", _rate(ref["fps"]), "1.00x"])
-    for impl in ("bips", "pipe", "sem"):
+    for impl in IMPLS:
         r = _ok(_find(records, group="fill", impl=impl))
         if r:
             rows.append(
@@ -302,15 +414,19 @@ def _fill(records: list[dict[str, Any]]) -> str:
     )
 
 
-def _cpp(records: list[dict[str, Any]]) -> str:
+def _cpp(records: list[dict[str, Any]], rr: list[dict[str, Any]]) -> str:
     rows = []
     for size, spin in [(size, spin) for size in SIZES for spin in (0, 50)]:
         one = _ok(_find(records, group="cpp", size=size, consumers=1, fill=False, spin_us=spin))
         four = _ok(_find(records, group="cpp", size=size, consumers=4, fill=False, spin_us=spin))
         if not (one or four):
             continue
-        py1 = _ok(_find(records, group="handoff", impl="bips", size=size, consumers=1))
-        py4 = _ok(_find(records, group="handoff", impl="bips", size=size, consumers=4))
+        # The C++ processes run wherever the scheduler puts them: compare with the Python row of
+        # the same placement, else with the one on separate CPUs.
+        py = [r for r in records if r["group"] == "handoff" and r.get("impl") == "bips"]
+        py = [r for r in py if r.get("pin") == "none"] or [r for r in py if r.get("pin") == "split"]
+        py1 = _ok(_find(py, size=size, consumers=1))
+        py4 = _ok(_find(py, size=size, consumers=4))
         rows.append(
             [size, f"spin {spin} us" if spin else "block"]
             + _handoff_cells(one, four)
@@ -332,7 +448,50 @@ def _cpp(records: list[dict[str, Any]]) -> str:
     )
 
 
-def _futex(records: list[dict[str, Any]]) -> str:
+def _cpp_latency(records: list[dict[str, Any]], rr: list[dict[str, Any]]) -> str:
+    rows = []
+    for size in SIZES:
+        for wait in ("block", "spin"):
+            r = _ok(_find(records, group="cpplat", wait=wait, size=size))
+            if r:
+                rows.append(
+                    [
+                        size,
+                        wait if wait == "block" else f"spin {r.get('spin_us', 0)} us",
+                        str(r["n"]),
+                        _num(r["p50_us"]),
+                        _spread(r, 1),
+                        _num(r["p99_us"]),
+                        _num(r["p999_us"]),
+                        _num(r.get("producer_cpu_us_per_frame")),
+                        _num(r.get("consumer_cpu_us_per_frame")),
+                    ]
+                )
+    if not rows:
+        return ""
+    py = {
+        (r["size"], r["wait"]): r
+        for r in records
+        if r.get("group") == "latency" and r.get("impl") == "bips" and "error" not in r
+    }
+    for row in rows:
+        ref = py.get((row[0], "block" if row[1] == "block" else "spin"))
+        row.append(_num(ref["p50_us"]) if ref else "-")
+    headers = ["size", "wait", "n", "p50", "p50 rounds", "p99", "p99.9", "cpu us/f prod"]
+    headers += ["cpu us/f cons", "Py p50"]
+    return "\n".join(
+        [
+            (
+                "6. One-way latency, bips C++ -> C++, 1 consumer, producer paced (us; stamp in "
+                "publish() to the consumer's read of one byte)"
+            ),
+            "   Py p50: the same case between Python processes (table 1)",
+            table(headers, rows, 2),
+        ]
+    )
+
+
+def _futex(records: list[dict[str, Any]], rr: list[dict[str, Any]]) -> str:
     rows = []
     tools = set()
     for lang in ("python", "cpp"):
@@ -362,10 +521,10 @@ def _futex(records: list[dict[str, Any]]) -> str:
     ])  # fmt: skip
 
 
-def _checks(records: list[dict[str, Any]]) -> str:
+def _checks(records: list[dict[str, Any]], rr: list[dict[str, Any]]) -> str:
     """Correctness flags: a lossless in-order queue never delivers out of sequence."""
     lines = []
-    for impl in ("bips", "pipe", "sem"):
+    for impl in IMPLS:
         for lang in ("python", "cpp"):
             bad = [
                 r for r in records
@@ -384,7 +543,7 @@ def _checks(records: list[dict[str, Any]]) -> str:
     return "\n".join(["CHECKS", *lines])
 
 
-def _errors(records: list[dict[str, Any]]) -> str:
+def _errors(records: list[dict[str, Any]], rr: list[dict[str, Any]]) -> str:
     bad = [r for r in records if "error" in r]
     if not bad:
         return ""

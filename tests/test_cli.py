@@ -21,7 +21,6 @@ import bips
 
 # Imported before a test forks a child that runs the CLI as a user who may not be able to read
 # this Python installation.
-import bips._cli_bench
 import bips.cli
 import numpy as np
 import pytest

@@ -279,7 +279,7 @@ def test_wheel_carries_the_sdk(tmp_path: Path) -> None:
     expected = {
         "bips/__init__.py",
         "bips/__main__.py",
-        "bips/cli.py",
+        "bips/cli/__init__.py",
         "bips/demo.py",
         "bips/py.typed",
         "bips/_core.pyi",

@@ -3,9 +3,12 @@
 // forks N consumer processes. Same protocol as the Python benchmarks (benchmarks/harness.py):
 // everybody gets ready, the producer announces a CLOCK_MONOTONIC window [start, end), each
 // process counts the frames it handled inside it. Prints one JSON object on stdout.
+// With --interval-us the producer is paced instead (a pause between acquire and publish, as in
+// the Python latency cases) and each consumer also reports the one-way latency, publish()'s
+// stamp to its read of one byte, as percentiles over the frames of the window.
 //
 //   bench_handoff --name NAME [--bytes 64 | --shape 2160,3840,3] [--consumers N] [--warmup S]
-//                 [--seconds S] [--fill] [--spin-us N]
+//                 [--seconds S] [--fill] [--spin-us N] [--interval-us N]
 #include <bips/bips.hpp>
 
 #include <poll.h>
@@ -20,6 +23,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 #include <optional>
@@ -42,6 +47,7 @@ struct Options {
     double seconds = 1.5;
     bool fill = false;
     long spin_us = 0; // consumer busy-polls this long before sleeping (ConsumerOptions::spin)
+    long interval_us = 0; // > 0: latency mode, the producer pauses this long before each publish
 };
 
 // What each process reports; fixed-size so that a child can write it down a pipe in one go.
@@ -54,6 +60,9 @@ struct Result {
     std::int64_t vcsw = 0, ivcsw = 0; // context switches inside the window
     double cpu_s = 0;                 // CPU time (user + system) inside the window
     std::uint64_t gaps = 0;         // sequence numbers that did not follow the previous one
+    // Latency mode, consumers: one-way latency of the window's frames, in microseconds.
+    std::uint64_t lat_n = 0;
+    double p50_us = 0, p99_us = 0, p999_us = 0, mean_us = 0, max_us = 0;
     char error[160] = {};
 };
 
@@ -176,6 +185,114 @@ Result run_window(Step &&step, std::int64_t start, std::int64_t end, bool drain,
 
 volatile std::uint8_t g_sink; // keeps the consumers' one-byte read from being optimised away
 
+// CPU time and sleeps over the frames of a paced loop that fall inside [start, end): from the
+// first such frame to the first one after it (or to finish()). Like benchkit.CpuMeter.
+class CpuMeter {
+  public:
+    CpuMeter(std::int64_t start, std::int64_t end) : m_start(start), m_end(end) {}
+
+    /// True if a frame read at `t` is inside the window.
+    bool frame(std::int64_t t) {
+        if (t < m_start)
+            return false;
+        if (t >= m_end) {
+            if (m_started && !m_stopped) {
+                m_c1 = usage();
+                m_stopped = true;
+            }
+            return false;
+        }
+        if (!m_started) {
+            m_c0 = usage();
+            m_started = true;
+        }
+        ++m_frames;
+        return true;
+    }
+
+    void finish(Result &r) {
+        if (!m_started)
+            return;
+        if (!m_stopped)
+            m_c1 = usage();
+        r.frames = m_frames;
+        r.window_ns = m_end - m_start;
+        r.vcsw = m_c1.vcsw - m_c0.vcsw;
+        r.ivcsw = m_c1.ivcsw - m_c0.ivcsw;
+        r.cpu_s = m_c1.cpu_s - m_c0.cpu_s;
+    }
+
+  private:
+    std::int64_t m_start, m_end;
+    bool m_started = false, m_stopped = false;
+    std::uint64_t m_frames = 0;
+    Usage m_c0{}, m_c1{};
+};
+
+// Nearest-rank percentile of sorted samples (ns) in microseconds.
+double percentile_us(const std::vector<std::int64_t> &sorted, double q) {
+    const double rank = std::ceil(q / 100.0 * static_cast<double>(sorted.size()));
+    std::size_t k = static_cast<std::size_t>(rank);
+    k = std::min(std::max<std::size_t>(k, 1), sorted.size());
+    return static_cast<double>(sorted[k - 1]) / 1e3;
+}
+
+Result latency_consumer(bips::Consumer &cons, std::int64_t start, std::int64_t end) {
+    Result r;
+    CpuMeter meter(start, end);
+    std::vector<std::int64_t> lat;
+    lat.reserve(1 << 16);
+    for (;;) {
+        std::optional<bips::Frame> f;
+        try {
+            f = cons.try_receive_for(RECEIVE_TIMEOUT);
+        } catch (const bips::ProducerGone &) {
+            break;
+        }
+        if (!f)
+            throw std::runtime_error("no frame for 5 s");
+        g_sink = static_cast<std::uint8_t>(f->data()[0]);
+        const std::int64_t t = now_ns();
+        if (meter.frame(t))
+            lat.push_back(t - f->timestamp_ns());
+        ++r.total;
+    }
+    meter.finish(r);
+    if (lat.empty())
+        throw std::runtime_error("no frame inside the measurement window");
+    std::sort(lat.begin(), lat.end());
+    double sum = 0;
+    for (std::int64_t v : lat)
+        sum += static_cast<double>(v);
+    r.lat_n = lat.size();
+    r.p50_us = percentile_us(lat, 50);
+    r.p99_us = percentile_us(lat, 99);
+    r.p999_us = percentile_us(lat, 99.9);
+    r.mean_us = sum / static_cast<double>(lat.size()) / 1e3;
+    r.max_us = static_cast<double>(lat.back()) / 1e3;
+    r.ok = 1;
+    r.pid = static_cast<std::int32_t>(::getpid());
+    return r;
+}
+
+Result latency_producer(bips::Producer &prod, long interval_us, std::int64_t start,
+                        std::int64_t end) {
+    Result r;
+    CpuMeter meter(start, end);
+    const timespec pause{interval_us / 1'000'000, (interval_us % 1'000'000) * 1000};
+    for (std::int64_t t; (t = now_ns()) < end;) {
+        meter.frame(t);
+        bips::Buffer b = prod.acquire(RECEIVE_TIMEOUT);
+        ::nanosleep(&pause, nullptr); // lets the consumer fall asleep: every frame is a wake-up
+        prod.publish(std::move(b));
+        ++r.total;
+    }
+    meter.finish(r);
+    r.ok = 1;
+    r.pid = static_cast<std::int32_t>(::getpid());
+    return r;
+}
+
 int consumer_main(const Options &o, int ready_w, int go_r, int result_w) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     Result r;
@@ -189,6 +306,11 @@ int consumer_main(const Options &o, int ready_w, int go_r, int result_w) {
         std::int64_t window[2];
         if (!read_all(go_r, window, sizeof window, 60'000))
             throw std::runtime_error("the producer never said go");
+        if (o.interval_us > 0) {
+            r = latency_consumer(cons, window[0], window[1]);
+            write_all(result_w, &r, sizeof r);
+            return 0;
+        }
         auto step = [&]() -> std::optional<std::uint64_t> {
             try {
                 auto f = cons.try_receive_for(RECEIVE_TIMEOUT);
@@ -235,6 +357,11 @@ Result producer_main(const Options &o, int ready_r, const std::vector<int> &go_w
     window[1] = window[0] + static_cast<std::int64_t>(o.seconds * 1e9);
     for (int fd : go_w)
         write_all(fd, window, sizeof window);
+    if (o.interval_us > 0) {
+        Result r = latency_producer(prod, o.interval_us, window[0], window[1]);
+        prod.close();
+        return r;
+    }
     std::uint64_t seq = 0;
     auto step = [&]() -> std::optional<std::uint64_t> {
         bips::Buffer b = prod.acquire(RECEIVE_TIMEOUT);
@@ -260,12 +387,15 @@ void print_result(const Result &r, bool last) {
     double secs = static_cast<double>(r.window_ns) / 1e9;
     std::printf("{\"ok\": %s, \"pid\": %d, \"frames\": %llu, \"total\": %llu, \"seconds\": %.6f, "
                 "\"fps\": %.1f, \"vcsw\": %lld, \"ivcsw\": %lld, \"cpu_s\": %.6f, \"gaps\": %llu, "
-                "\"error\": \"%s\"}%s",
+                "\"lat_n\": %llu, \"p50_us\": %.3f, \"p99_us\": %.3f, \"p999_us\": %.3f, "
+                "\"mean_us\": %.3f, \"max_us\": %.3f, \"error\": \"%s\"}%s",
                 r.ok ? "true" : "false", r.pid, static_cast<unsigned long long>(r.frames),
                 static_cast<unsigned long long>(r.total), secs,
                 secs > 0 ? static_cast<double>(r.frames) / secs : 0.0,
                 static_cast<long long>(r.vcsw), static_cast<long long>(r.ivcsw), r.cpu_s,
-                static_cast<unsigned long long>(r.gaps), json_safe(r.error).c_str(), last ? "" : ", ");
+                static_cast<unsigned long long>(r.gaps), static_cast<unsigned long long>(r.lat_n),
+                r.p50_us, r.p99_us, r.p999_us, r.mean_us, r.max_us, json_safe(r.error).c_str(),
+                last ? "" : ", ");
 }
 
 Options parse(int argc, char **argv) {
@@ -301,6 +431,8 @@ Options parse(int argc, char **argv) {
             o.seconds = std::stod(value());
         } else if (a == "--spin-us") {
             o.spin_us = std::stol(value());
+        } else if (a == "--interval-us") {
+            o.interval_us = std::stol(value());
         } else if (a == "--fill") {
             o.fill = true;
         } else {
@@ -311,6 +443,8 @@ Options parse(int argc, char **argv) {
         throw std::invalid_argument("--name is required");
     if (o.consumers < 1 || o.consumers > 32)
         throw std::invalid_argument("--consumers must be 1..32");
+    if (o.interval_us < 0 || o.interval_us > 1'000'000)
+        throw std::invalid_argument("--interval-us must be 0..1000000");
     return o;
 }
 

@@ -4,15 +4,30 @@ human units (bytes, ages, rates, owners) shared by the three."""
 
 from __future__ import annotations
 
+import json
 import pwd
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import bips
 
+JSON_SCHEMA = """\
+JSON (list --json: a list of these objects; info --json: one). Every field of
+bips.PoolInfo: name, error (null, or why the entry is unreadable; then only name and error
+are set), producer_alive, closed, producer_pid, consumers, max_consumers, capacity, free,
+buffer_size, meta_size, shape (list), dtype (numpy name), policy, mode (int), owner (uid),
+created_ns (CLOCK_REALTIME), file_size, published, dropped, fps, last_publish_ns,
+acquire_waits, acquire_wait_ns; plus owner_name, sampled_ns (CLOCK_MONOTONIC time of the
+reading; every other *_ns time but created_ns is on that clock) and slots: a list of every
+bips.SlotInfo field (slot, alive, pid, latest, attached_ns, received, dropped, skipped,
+queued, held, last_seq, last_receive_ns) plus lag (published - 1 - last_seq; null before the
+first frame).
+"""
+
 # Every PoolInfo / SlotInfo field, in the order the JSON lists them. The schema of
-# ``bips list --json`` and ``bips info --json`` (documented in cli.py) is these fields plus the
+# ``bips list --json`` and ``bips info --json`` (JSON_SCHEMA above) is these fields plus the
 # derived ones added by pool_dict()/slot_dict().
 POOL_FIELDS = (
     "name",
@@ -170,3 +185,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], align: str) -> 
 
 def now_ns() -> int:
     return time.monotonic_ns()
+
+
+def print_json(obj: Any) -> None:
+    """`obj` on stdout as indented JSON."""
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")

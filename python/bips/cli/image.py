@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``bips snapshot``: the next frame of a pool, saved as an image with Pillow.
+"""What ``bips snapshot`` saves: the next frame of a pool, as an image array for Pillow.
 
 What the frame is comes from its shape and dtype and, for video pools, from the metadata JSON
 that bipssink and the capture examples write (``format``, ``planes``; read with bips.video):

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``bips bench``: the cases of bips.bench with a progress bar and a results table (or JSON)."""
+"""``bips bench``: the cases of bips.benchkit with a progress bar and a results table (or JSON)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ import sys
 import time
 from typing import Any
 
+from bips.cli.errors import CliError
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("bench", help="hand-off rate and wake-up latency between processes")
     p.add_argument("--quick", action="store_true", help="short windows, 1 consumer (a few s)")
     p.add_argument("--json", action="store_true", help="print every number as JSON")
     p.add_argument(
@@ -23,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--consumers",
         help="comma-separated consumer counts for the hand-off cases (default 1,4; quick: 1)",
     )
+    p.set_defaults(func=run)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -30,8 +34,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _parse(args: argparse.Namespace) -> tuple[list[str], list[int]]:
-    from bips.bench import SIZES
-    from bips.cli import CliError
+    from bips.benchkit import SIZES
 
     sizes = list(SIZES)
     if args.sizes:
@@ -50,11 +53,11 @@ def _parse(args: argparse.Namespace) -> tuple[list[str], list[int]]:
     return sizes, consumers
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bips import bench
+    from bips import benchkit as bench
 
     sizes, consumers = _parse(args)
     st = bench.QUICK if args.quick else bench.FULL

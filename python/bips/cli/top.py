@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import select
 import sys
@@ -14,7 +15,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import bips
-from bips import _cli_format as fmt
+from bips.cli import format as fmt
+from bips.cli.options import count, positive
 
 # A reading of one counter: (CLOCK_MONOTONIC ns, value).
 _Sample = tuple[int, int]
@@ -143,6 +145,26 @@ def _wait_for_quit(fd: int | None, seconds: float) -> bool:
         ready, _, _ = select.select([fd], [], [], left)
         if ready and b"q" in os.read(fd, 64).lower():
             return True
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "top",
+        help="live view of every pool's rates, lag and drops",
+        description="A row per pool, then a row per consumer slot. FPS: from successive "
+        "readings; LAG: frames published after the consumer's last one; Q/H: frames queued "
+        "for / held by the consumer; DROP: frames the producer took back (drop_oldest); "
+        "LAST: time since the last publish / receive. q or Ctrl-C quits.",
+    )
+    p.add_argument("--interval", type=positive, default=1.0, help="seconds between refreshes")
+    p.add_argument(
+        "--iterations", type=count, help="print this many refreshes, then exit (no live view)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_top(interval=args.interval, iterations=args.iterations)
 
 
 def run_top(interval: float, iterations: int | None) -> int:
