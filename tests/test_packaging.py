@@ -287,6 +287,8 @@ def test_wheel_carries_the_sdk(tmp_path: Path) -> None:
         "bips/include/bips/bips.h",
         "bips/include/bips/producer.hpp",
         "bips/include/bips/consumer.hpp",
+        "bips/include/bips/interrupt.hpp",
+        "bips/include/bips/notifier.hpp",
         "bips/include/bips/version.hpp",
         "bips/share/bips/src/segment.cpp",
         "bips/share/bips/src/posix/file.hpp",

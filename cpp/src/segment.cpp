@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
+// What the parties do through a mapped segment: the wake-ups on its futex words, the producer's
+// restoration of its headers, losses to a peer's truncation, and counting free buffers.
 #include "pool_files.hpp"
 #include "segment.hpp"
 
