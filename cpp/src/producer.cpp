@@ -39,11 +39,11 @@ ProducerCore::~ProducerCore() { close(); }
 
 bool ProducerCore::claim_free(std::uint32_t &index) noexcept {
     const auto cap = params().capacity;
-    // Start after the last buffer taken: in steady state the oldest one comes back first, so
-    // the first look usually hits and we touch one contended cache line, not all of them.
-    const std::uint32_t start = m_cursor.load(std::memory_order_relaxed);
-    for (std::uint32_t k = 0; k < cap; ++k) {
-        const std::uint32_t i = (start + k) % cap;
+    // The lowest free index first, not round-robin: the buffers in use are then only as many as
+    // are in flight, and the one we hand out was most likely written a frame or two ago and is
+    // still in cache. Round-robin writes every buffer in turn, and a deep pool of large frames
+    // (8 x 6 MB at 1080p) does not fit in the last-level cache, so every frame starts cold.
+    for (std::uint32_t i = 0; i < cap; ++i) {
         if (m_owned[i].load(std::memory_order_relaxed) != 0 ||
             m_pins[i].load(std::memory_order_relaxed) != 0 ||
             m_seg->state(i).load(std::memory_order_seq_cst) != 0)
@@ -55,7 +55,6 @@ bool ProducerCore::claim_free(std::uint32_t &index) noexcept {
         if (m_pins[i].load(std::memory_order_acquire) == 0 &&
             m_seg->state(i).load(std::memory_order_acquire) == 0) {
             index = i;
-            m_cursor.store((i + 1) % cap, std::memory_order_relaxed);
             return true;
         }
         m_owned[i].store(0, std::memory_order_release);
