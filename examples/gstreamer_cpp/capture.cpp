@@ -344,20 +344,28 @@ public:
     ~Pipeline() { gst_element_set_state(m_pipeline.get(), GST_STATE_NULL); }
 
     void play() {
-        if (gst_element_set_state(m_pipeline.get(), GST_STATE_PLAYING) ==
-            GST_STATE_CHANGE_FAILURE) {
+        // Through PAUSED first: a live pipeline says so there, as it cannot preroll.
+        const GstStateChangeReturn paused =
+            gst_element_set_state(m_pipeline.get(), GST_STATE_PAUSED);
+        m_live = paused == GST_STATE_CHANGE_NO_PREROLL;
+        if (paused == GST_STATE_CHANGE_FAILURE ||
+            gst_element_set_state(m_pipeline.get(), GST_STATE_PLAYING) ==
+                GST_STATE_CHANGE_FAILURE) {
             drain_bus(bus()); // the reason, if an element posted one
             throw std::runtime_error("the pipeline failed to start");
         }
     }
     GstAppSink *sink() const { return GST_APP_SINK(m_sink.get()); }
     GstBus *bus() const { return m_bus.get(); }
+    /// True if a source captures in real time (it does not wait for us); known once playing.
+    bool live() const { return m_live; }
     GstClockTime base_time() const { return gst_element_get_base_time(m_pipeline.get()); }
 
 private:
     ElementPtr m_pipeline;
     ElementPtr m_sink;
     BusPtr m_bus;
+    bool m_live = false;
 };
 
 // The next sample, or null at end of stream or on a signal. Throws if the pipeline failed.
@@ -373,6 +381,30 @@ SamplePtr pull(Pipeline &pipeline) {
     }
     return nullptr;
 }
+
+// While it lives, appsink keeps only the newest sample and drops the rest instead of holding back
+// the pipeline; the previous settings come back afterwards. For a live source: blocked, it would
+// capture on and later push the backlog at full speed, frames nobody could receive in time.
+class KeepNewestOnly {
+public:
+    explicit KeepNewestOnly(GstAppSink *sink)
+        : m_sink(sink), m_max_buffers(gst_app_sink_get_max_buffers(sink)),
+          m_drop(gst_app_sink_get_drop(sink)) {
+        gst_app_sink_set_drop(m_sink, TRUE);
+        gst_app_sink_set_max_buffers(m_sink, 1);
+    }
+    ~KeepNewestOnly() {
+        gst_app_sink_set_max_buffers(m_sink, m_max_buffers);
+        gst_app_sink_set_drop(m_sink, m_drop);
+    }
+    KeepNewestOnly(const KeepNewestOnly &) = delete;
+    KeepNewestOnly &operator=(const KeepNewestOnly &) = delete;
+
+private:
+    GstAppSink *m_sink;
+    guint m_max_buffers;
+    gboolean m_drop;
+};
 
 // Waits until `n` consumers are attached; false on a timeout or a signal.
 bool wait_for_consumers(const bips::Producer &producer, unsigned n, double timeout_s) {
@@ -454,6 +486,13 @@ int run(const Options &opt) {
             if (opt.wait_consumers > 0) {
                 std::printf("waiting for %u consumer(s)\n", opt.wait_consumers);
                 std::fflush(stdout);
+                // A non-live pipeline (a file) waits for us with every frame; a live one cannot,
+                // so what it captures before a consumer is there is dropped, and the first frame
+                // published is the newest, not one as old as the wait.
+                const bool live = pipeline.live();
+                std::optional<KeepNewestOnly> dropping;
+                if (live)
+                    dropping.emplace(pipeline.sink());
                 if (!wait_for_consumers(*producer, opt.wait_consumers, opt.wait_timeout_s)) {
                     if (g_stop)
                         break;
@@ -461,6 +500,8 @@ int run(const Options &opt) {
                                  opt.wait_consumers, opt.wait_timeout_s);
                     return 1;
                 }
+                if (live)
+                    continue;
             }
         }
         if (layout.nbytes > producer->buffer_size())
