@@ -45,15 +45,15 @@ def test_large_pool_reuses_the_lowest_free_buffer(pool_name: str) -> None:
 
 
 def test_large_drop_oldest_pool_still_takes_back_the_oldest(pool_name: str) -> None:
-    with bips.Producer(pool_name, capacity=4, buffer_size=4 * BIG, policy="drop_oldest") as prod:
-        with bips.Consumer(pool_name, timeout=5) as cons:
-            # Four frames queued and none received: the next acquire drops the oldest (seq 0).
-            assert publish_indices(prod, 4) == [0, 1, 2, 3]
-            assert publish_indices(prod, 1) == [0]
-            seqs = []
-            for _ in range(4):
-                frame = cons.receive(timeout=5)
-                seqs.append(frame.seq)
-                frame.release()
-            assert seqs == [1, 2, 3, 4]
-            assert cons.stats.dropped == 1
+    prod = bips.Producer(pool_name, capacity=4, buffer_size=4 * BIG, policy="drop_oldest")
+    with prod, bips.Consumer(pool_name, timeout=5) as cons:
+        # Four frames queued and none received: the next acquire drops the oldest (seq 0).
+        assert publish_indices(prod, 4) == [0, 1, 2, 3]
+        assert publish_indices(prod, 1) == [0]
+        seqs = []
+        for _ in range(4):
+            frame = cons.receive(timeout=5)
+            seqs.append(frame.seq)
+            frame.release()
+        assert seqs == [1, 2, 3, 4]
+        assert cons.stats.dropped == 1
