@@ -11,7 +11,8 @@
 
 #include "bipssrc.hpp"
 
-#include "shmpool.hpp"
+#include "allocator.hpp"
+#include "clock.hpp"
 #include "videometa.hpp"
 
 #include <bips/bips.hpp>
@@ -22,7 +23,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <ctime>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -31,6 +31,7 @@
 GST_DEBUG_CATEGORY_STATIC(bips_src_debug);
 #define GST_CAT_DEFAULT bips_src_debug
 
+using bips::gst::monotonic_now_ns;
 using bips::gst::Plane;
 
 namespace {
@@ -126,12 +127,6 @@ struct SrcState {
 
     ~SrcState() { gst_caps_replace(&caps, nullptr); }
 };
-
-std::int64_t monotonic_now_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 } // namespace
 
@@ -409,16 +404,7 @@ static GstClockTime frame_pts(GstBipsSrc *self, const bips::Frame &frame,
     GstClock *clock = gst_element_get_clock(GST_ELEMENT(self));
     if (!clock)
         return relative;
-    std::int64_t on_clock = ts;
-    bool monotonic = false;
-    if (GST_IS_SYSTEM_CLOCK(clock)) {
-        GstClockType type = GST_CLOCK_TYPE_REALTIME;
-        g_object_get(clock, "clock-type", &type, nullptr);
-        monotonic = type == GST_CLOCK_TYPE_MONOTONIC;
-    }
-    if (!monotonic)
-        on_clock = sat_add(ts, static_cast<std::int64_t>(gst_clock_get_time(clock)) -
-                                   monotonic_now_ns());
+    const std::int64_t on_clock = sat_add(ts, bips::gst::clock_offset_ns(clock));
     gst_object_unref(clock);
     const auto base = static_cast<std::int64_t>(gst_element_get_base_time(GST_ELEMENT(self)));
     return static_cast<GstClockTime>(std::max<std::int64_t>(sat_sub(on_clock, base), 0));

@@ -36,7 +36,6 @@ def meta_json(frame: bips.Frame) -> dict[str, Any]:
     return json.loads(frame.meta.split(b"\0", 1)[0].decode())  # type: ignore[no-any-return]
 
 
-
 # --- examples/gstreamer_cpp ------------------------------------------------------------------
 
 
@@ -65,7 +64,6 @@ def capture_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     app = build / "bips-capture"
     assert app.is_file()
     return app
-
 
 
 def start_capture(app: Path, *args: str) -> subprocess.Popen[str]:

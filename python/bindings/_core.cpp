@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 namespace py = pybind11;
+
+void bind_video(py::module_ &m); // video.cpp
 using namespace std::chrono_literals;
 
 namespace {
@@ -1269,4 +1271,5 @@ until they die; do not write through them after publishing.)doc");
     m.def("remove_stale_pool", &bips::remove_stale_pool, py::arg("name"),
           "Removes pool `name` if no producer and no consumer is alive; True if removed.");
     m.def("validate_name", &bips::validate_name, py::arg("name"), "Raises InvalidArgument for a bad pool name.");
+    bind_video(m);
 }
