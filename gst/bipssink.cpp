@@ -295,27 +295,20 @@ static GstFlowReturn render_copy(GstBipsSink *self, GstBuffer *buffer) {
         if (resumed != GST_FLOW_OK)
             return resumed;
     }
-    GstVideoFrame in;
-    if (!gst_video_frame_map(&in, &st->info, buffer, GST_MAP_READ)) {
+    // Write the standard layout of the caps, plane by plane, whatever strides the input has.
+    GstBuffer *dst = gst_buffer_new_wrapped_full(
+        static_cast<GstMemoryFlags>(0), acquired.buffer.data(), acquired.buffer.capacity(), 0,
+        GST_VIDEO_INFO_SIZE(&st->info), nullptr, nullptr);
+    const bips::gst::CopyResult copied = bips::gst::copy_frame(st->info, buffer, dst);
+    gst_buffer_unref(dst);
+    if (copied == bips::gst::CopyResult::BadInput) {
         GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Buffer does not match the caps."),
                           ("a buffer of %zu bytes is no %dx%d %s frame",
                            gst_buffer_get_size(buffer), GST_VIDEO_INFO_WIDTH(&st->info),
                            GST_VIDEO_INFO_HEIGHT(&st->info), GST_VIDEO_INFO_NAME(&st->info)));
         return GST_FLOW_ERROR;
     }
-    // Write the standard layout of the caps, plane by plane, whatever strides the input has.
-    GstBuffer *dst = gst_buffer_new_wrapped_full(
-        static_cast<GstMemoryFlags>(0), acquired.buffer.data(), acquired.buffer.capacity(), 0,
-        GST_VIDEO_INFO_SIZE(&st->info), nullptr, nullptr);
-    GstVideoFrame out;
-    bool copied = false;
-    if (gst_video_frame_map(&out, &st->info, dst, GST_MAP_WRITE)) {
-        copied = gst_video_frame_copy(&out, &in);
-        gst_video_frame_unmap(&out);
-    }
-    gst_video_frame_unmap(&in);
-    gst_buffer_unref(dst);
-    if (!copied) {
+    if (copied != bips::gst::CopyResult::Copied) {
         GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not copy a frame."), (nullptr));
         return GST_FLOW_ERROR;
     }

@@ -482,15 +482,8 @@ static GstFlowReturn make_buffer(GstBipsSrc *self, bips::Frame frame, bool fresh
         gst_buffer_add_video_meta_full(src, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(&info),
                                        GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info),
                                        GST_VIDEO_INFO_N_PLANES(&info), offsets, strides);
-        GstVideoFrame in, dst;
-        bool copied = false;
-        if (gst_video_frame_map(&in, &info, src, GST_MAP_READ)) {
-            if (gst_video_frame_map(&dst, &info, buf, GST_MAP_WRITE)) {
-                copied = gst_video_frame_copy(&dst, &in);
-                gst_video_frame_unmap(&dst);
-            }
-            gst_video_frame_unmap(&in);
-        }
+        const bool copied =
+            bips::gst::copy_frame(info, src, buf) == bips::gst::CopyResult::Copied;
         gst_buffer_unref(src);
         frame.release();
         if (!copied) {

@@ -82,6 +82,19 @@ bool check_planes(const GstVideoInfo &info, const std::vector<Plane> &planes, st
     return true;
 }
 
+CopyResult copy_frame(const GstVideoInfo &info, GstBuffer *src, GstBuffer *dst) {
+    GstVideoFrame in, out;
+    if (!gst_video_frame_map(&in, &info, src, GST_MAP_READ))
+        return CopyResult::BadInput;
+    bool copied = false;
+    if (gst_video_frame_map(&out, &info, dst, GST_MAP_WRITE)) {
+        copied = gst_video_frame_copy(&out, &in);
+        gst_video_frame_unmap(&out);
+    }
+    gst_video_frame_unmap(&in);
+    return copied ? CopyResult::Copied : CopyResult::Failed;
+}
+
 std::string meta_prefix(const GstCaps *caps, const GstVideoInfo &info,
                         const std::vector<Plane> &planes) {
     gchar *caps_str = gst_caps_to_string(caps);

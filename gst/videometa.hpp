@@ -44,6 +44,14 @@ FrameLayout describe(const GstVideoInfo &info, const std::vector<Plane> &planes,
 bool check_planes(const GstVideoInfo &info, const std::vector<Plane> &planes, std::size_t size,
                   std::string &error);
 
+/// What copy_frame() did.
+enum class CopyResult { Copied, BadInput, Failed };
+
+/// Copies the frame in `src` (laid out as its GstVideoMeta says, else as `info`'s standard
+/// layout) into `dst` in `info`'s standard layout, plane by plane. BadInput: `src` is no such
+/// frame (too small); Failed: `dst` could not be written.
+CopyResult copy_frame(const GstVideoInfo &info, GstBuffer *src, GstBuffer *dst);
+
 /// bips::video::meta_prefix() for `caps` and `info`.
 std::string meta_prefix(const GstCaps *caps, const GstVideoInfo &info,
                         const std::vector<Plane> &planes);

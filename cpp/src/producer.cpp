@@ -352,7 +352,6 @@ ProducerStats ProducerCore::stats() const {
 
 } // namespace detail
 
-// ---- BufferPin ------------------------------------------------------------------------------
 
 BufferPin::BufferPin(BufferPin &&o) noexcept : m_core(std::move(o.m_core)), m_index(o.m_index) {}
 
@@ -374,7 +373,6 @@ void BufferPin::reset() noexcept {
     }
 }
 
-// ---- Buffer ---------------------------------------------------------------------------------
 
 Buffer::Buffer(Buffer &&o) noexcept
     : m_core(std::move(o.m_core)), m_index(o.m_index), m_data(o.m_data) {
@@ -475,7 +473,6 @@ BufferPin Buffer::pin() const {
     return p;
 }
 
-// ---- Producer -------------------------------------------------------------------------------
 
 Producer::Producer(const std::string &name, const PoolOptions &options)
     : m_core(std::make_shared<detail::ProducerCore>(name, options)) {}
