@@ -10,7 +10,8 @@
 
 #include "bipssink.hpp"
 
-#include "shmpool.hpp"
+#include "bufferpool.hpp"
+#include "clock.hpp"
 #include "videometa.hpp"
 
 #include <bips/bips.hpp>
@@ -18,7 +19,6 @@
 #include <gst/video/video.h>
 
 #include <atomic>
-#include <ctime>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -115,16 +115,9 @@ static Settings settings_of(GstBipsSink *self) {
     return self->st->settings;
 }
 
-static std::int64_t monotonic_now_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
 // The frame's capture time on CLOCK_MONOTONIC: its running time plus the base time is its time
-// on the pipeline clock, which for GStreamer's default (system, monotonic) clock is
-// CLOCK_MONOTONIC itself; another clock is mapped through its current offset. -1 (publish
-// time) when the buffer has no usable timestamp or the element no clock.
+// on the pipeline clock, mapped to CLOCK_MONOTONIC (see clock_offset_ns()). -1 (publish time)
+// when the buffer has no usable timestamp or the element no clock.
 static std::int64_t capture_time_ns(GstBipsSink *self, GstBuffer *buffer) {
     const GstClockTime pts = GST_BUFFER_PTS(buffer);
     if (!GST_CLOCK_TIME_IS_VALID(pts))
@@ -137,16 +130,7 @@ static std::int64_t capture_time_ns(GstBipsSink *self, GstBuffer *buffer) {
     if (!clock)
         return -1;
     const GstClockTime on_clock = running + gst_element_get_base_time(GST_ELEMENT(self));
-    bool monotonic = false;
-    if (GST_IS_SYSTEM_CLOCK(clock)) {
-        GstClockType type = GST_CLOCK_TYPE_REALTIME;
-        g_object_get(clock, "clock-type", &type, nullptr);
-        monotonic = type == GST_CLOCK_TYPE_MONOTONIC;
-    }
-    std::int64_t ts = static_cast<std::int64_t>(on_clock);
-    if (!monotonic)
-        ts = monotonic_now_ns() + (static_cast<std::int64_t>(on_clock) -
-                                   static_cast<std::int64_t>(gst_clock_get_time(clock)));
+    const std::int64_t ts = static_cast<std::int64_t>(on_clock) - bips::gst::clock_offset_ns(clock);
     gst_object_unref(clock);
     return ts >= 0 ? ts : -1;
 }
@@ -311,27 +295,20 @@ static GstFlowReturn render_copy(GstBipsSink *self, GstBuffer *buffer) {
         if (resumed != GST_FLOW_OK)
             return resumed;
     }
-    GstVideoFrame in;
-    if (!gst_video_frame_map(&in, &st->info, buffer, GST_MAP_READ)) {
+    // Write the standard layout of the caps, plane by plane, whatever strides the input has.
+    GstBuffer *dst = gst_buffer_new_wrapped_full(
+        static_cast<GstMemoryFlags>(0), acquired.buffer.data(), acquired.buffer.capacity(), 0,
+        GST_VIDEO_INFO_SIZE(&st->info), nullptr, nullptr);
+    const bips::gst::CopyResult copied = bips::gst::copy_frame(st->info, buffer, dst);
+    gst_buffer_unref(dst);
+    if (copied == bips::gst::CopyResult::BadInput) {
         GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Buffer does not match the caps."),
                           ("a buffer of %zu bytes is no %dx%d %s frame",
                            gst_buffer_get_size(buffer), GST_VIDEO_INFO_WIDTH(&st->info),
                            GST_VIDEO_INFO_HEIGHT(&st->info), GST_VIDEO_INFO_NAME(&st->info)));
         return GST_FLOW_ERROR;
     }
-    // Write the standard layout of the caps, plane by plane, whatever strides the input has.
-    GstBuffer *dst = gst_buffer_new_wrapped_full(
-        static_cast<GstMemoryFlags>(0), acquired.buffer.data(), acquired.buffer.capacity(), 0,
-        GST_VIDEO_INFO_SIZE(&st->info), nullptr, nullptr);
-    GstVideoFrame out;
-    bool copied = false;
-    if (gst_video_frame_map(&out, &st->info, dst, GST_MAP_WRITE)) {
-        copied = gst_video_frame_copy(&out, &in);
-        gst_video_frame_unmap(&out);
-    }
-    gst_video_frame_unmap(&in);
-    gst_buffer_unref(dst);
-    if (!copied) {
+    if (copied != bips::gst::CopyResult::Copied) {
         GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not copy a frame."), (nullptr));
         return GST_FLOW_ERROR;
     }

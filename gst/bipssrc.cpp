@@ -11,7 +11,8 @@
 
 #include "bipssrc.hpp"
 
-#include "shmpool.hpp"
+#include "allocator.hpp"
+#include "clock.hpp"
 #include "videometa.hpp"
 
 #include <bips/bips.hpp>
@@ -22,7 +23,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <ctime>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -32,6 +32,7 @@
 GST_DEBUG_CATEGORY_STATIC(bips_src_debug);
 #define GST_CAT_DEFAULT bips_src_debug
 
+using bips::gst::monotonic_now_ns;
 using bips::gst::Plane;
 
 namespace {
@@ -129,12 +130,6 @@ struct SrcState {
 
     ~SrcState() { gst_caps_replace(&caps, nullptr); }
 };
-
-std::int64_t monotonic_now_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 } // namespace
 
@@ -405,16 +400,7 @@ static GstClockTime frame_pts(GstBipsSrc *self, const bips::Frame &frame,
     GstClock *clock = gst_element_get_clock(GST_ELEMENT(self));
     if (!clock)
         return relative;
-    std::int64_t on_clock = ts;
-    bool monotonic = false;
-    if (GST_IS_SYSTEM_CLOCK(clock)) {
-        GstClockType type = GST_CLOCK_TYPE_REALTIME;
-        g_object_get(clock, "clock-type", &type, nullptr);
-        monotonic = type == GST_CLOCK_TYPE_MONOTONIC;
-    }
-    if (!monotonic)
-        on_clock = sat_add(ts, static_cast<std::int64_t>(gst_clock_get_time(clock)) -
-                                   monotonic_now_ns());
+    const std::int64_t on_clock = sat_add(ts, bips::gst::clock_offset_ns(clock));
     gst_object_unref(clock);
     const auto base = static_cast<std::int64_t>(gst_element_get_base_time(GST_ELEMENT(self)));
     return static_cast<GstClockTime>(std::max<std::int64_t>(sat_sub(on_clock, base), 0));
@@ -492,15 +478,8 @@ static GstFlowReturn make_buffer(GstBipsSrc *self, bips::Frame frame, bool fresh
         gst_buffer_add_video_meta_full(src, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(&info),
                                        GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info),
                                        GST_VIDEO_INFO_N_PLANES(&info), offsets, strides);
-        GstVideoFrame in, dst;
-        bool copied = false;
-        if (gst_video_frame_map(&in, &info, src, GST_MAP_READ)) {
-            if (gst_video_frame_map(&dst, &info, buf, GST_MAP_WRITE)) {
-                copied = gst_video_frame_copy(&dst, &in);
-                gst_video_frame_unmap(&dst);
-            }
-            gst_video_frame_unmap(&in);
-        }
+        const bool copied =
+            bips::gst::copy_frame(info, src, buf) == bips::gst::CopyResult::Copied;
         gst_buffer_unref(src);
         frame.release();
         if (!copied) {

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
-// The video convention shared by bipssink, bipssrc and bips.video: how a raw video frame lies in
-// a bips buffer, what shape/dtype it is published with, and the JSON metadata that describes it.
+// The video convention (bips/video.hpp) in GStreamer terms, for bipssink and bipssrc: layouts
+// from a GstVideoInfo, checks of untrusted planes, reading the metadata back, and caps for
+// frames published without it.
 
 #include <bips/types.hpp>
+#include <bips/video.hpp>
 
 #include <gst/video/video.h>
 
@@ -17,7 +19,7 @@
 namespace bips::gst {
 
 /// Per-frame metadata area the sink creates its pools with.
-constexpr std::size_t META_SIZE = 4096;
+using bips::video::META_SIZE;
 
 /// The raw video formats both elements accept, as a caps string for the pad templates. Packed
 /// 8-bit RGB-like formats, GRAY8 and GRAY16_LE are published shaped; the others as flat bytes
@@ -27,28 +29,14 @@ constexpr std::size_t META_SIZE = 4096;
     "NV12, NV21, Y42B, Y444, YUY2, UYVY }"
 #define BIPS_GST_CAPS GST_VIDEO_CAPS_MAKE(BIPS_GST_FORMATS)
 
-/// Where one plane of a frame starts in the buffer, and its row pitch in bytes.
-struct Plane {
-    std::size_t offset = 0;
-    std::size_t stride = 0;
-    friend bool operator==(const Plane &a, const Plane &b) {
-        return a.offset == b.offset && a.stride == b.stride;
-    }
-};
-
-/// How one frame of a format lies in a buffer and what it is published as.
-struct FrameLayout {
-    std::vector<Plane> planes;
-    std::size_t nbytes = 0; ///< bytes published (the whole frame, padding included)
-    Shape shape;            ///< (h, w, c), (h, w) or (nbytes,)
-    DType dtype = UINT8;
-};
+using bips::video::FrameLayout;
+using bips::video::Plane;
 
 /// The planes of `info`'s default (GStreamer standard) layout.
 std::vector<Plane> default_planes(const GstVideoInfo &info);
 
-/// The layout of a frame of `info` whose planes are `planes` in a buffer of `size` bytes: packed
-/// formats with unpadded rows get their image shape, everything else is a flat uint8 frame.
+/// The layout of a frame of `info` whose planes are `planes` in a buffer of `size` bytes, by the
+/// convention's rule (bips::video::describe()).
 FrameLayout describe(const GstVideoInfo &info, const std::vector<Plane> &planes, std::size_t size);
 
 /// Checks that `planes` are plausible for `info` and lie within `size` bytes; on failure returns
@@ -56,12 +44,19 @@ FrameLayout describe(const GstVideoInfo &info, const std::vector<Plane> &planes,
 bool check_planes(const GstVideoInfo &info, const std::vector<Plane> &planes, std::size_t size,
                   std::string &error);
 
-/// The part of a frame's JSON metadata that depends only on caps and layout: `{"caps": ...,
-/// ..., "planes": [...]`, without the closing brace; finish_meta() completes it per frame.
+/// What copy_frame() did.
+enum class CopyResult { Copied, BadInput, Failed };
+
+/// Copies the frame in `src` (laid out as its GstVideoMeta says, else as `info`'s standard
+/// layout) into `dst` in `info`'s standard layout, plane by plane. BadInput: `src` is no such
+/// frame (too small); Failed: `dst` could not be written.
+CopyResult copy_frame(const GstVideoInfo &info, GstBuffer *src, GstBuffer *dst);
+
+/// bips::video::meta_prefix() for `caps` and `info`.
 std::string meta_prefix(const GstCaps *caps, const GstVideoInfo &info,
                         const std::vector<Plane> &planes);
 
-/// `prefix` plus the frame's pts and duration (null when invalid) and the closing brace.
+/// bips::video::finish_meta() with GStreamer times (null when invalid).
 std::string finish_meta(const std::string &prefix, GstClockTime pts, GstClockTime duration);
 
 /// What bipssrc needs from a frame's metadata; fields are empty when absent or malformed.
@@ -82,8 +77,5 @@ bool parse_meta(const char *data, std::size_t size, ParsedMeta &out);
 /// (unpadded) layout.
 GstCaps *caps_from_shape(const Shape &shape, DType dtype, std::vector<Plane> &planes,
                          std::string &error);
-
-/// `s` as a JSON string literal, quotes included.
-std::string json_quote(const std::string &s);
 
 } // namespace bips::gst

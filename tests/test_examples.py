@@ -36,7 +36,6 @@ def meta_json(frame: bips.Frame) -> dict[str, Any]:
     return json.loads(frame.meta.split(b"\0", 1)[0].decode())  # type: ignore[no-any-return]
 
 
-
 # --- examples/gstreamer_cpp ------------------------------------------------------------------
 
 
@@ -65,7 +64,6 @@ def capture_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     app = build / "bips-capture"
     assert app.is_file()
     return app
-
 
 
 def start_capture(app: Path, *args: str) -> subprocess.Popen[str]:
@@ -226,6 +224,33 @@ def test_capture_planar_frames_are_flat_with_planes(
     assert rc == 0, f"bips-capture exited with {rc}\n{out}\n{err}"
     assert f"frames ({size},) uint8" in ready
     assert f"published {n} frames" in out
+
+
+def test_capture_live_late_consumer_gets_fresh_frames(capture_app: Path, pool_name: str) -> None:
+    """A live source captures on while bips-capture waits for its first consumer; what it captured
+    before anyone could receive it is dropped, so a consumer that attaches late gets fresh frames
+    from the start, not a backlog as old as the wait."""
+    wait_s = 2.0
+    proc = start_capture(
+        capture_app, "--pool", pool_name, "--wait-consumers", "1", "--policy", "block"
+    )
+    try:
+        first_line(proc)
+        time.sleep(wait_s)  # the camera runs meanwhile; nobody is attached
+        ages_ms: list[float] = []
+        with bips.Consumer(pool_name, timeout=30) as cons:
+            for _ in range(10):
+                frame = cons.receive(timeout=10)
+                ages_ms.append((time.monotonic_ns() - frame.timestamp_ns) / 1e6)
+                frame.release()
+            proc.send_signal(signal.SIGTERM)
+        rc, out, err = stop(proc)
+    finally:
+        if proc.poll() is None:
+            stop(proc, timeout=0)
+    assert rc == 0, f"bips-capture exited with {rc}\n{out}\n{err}"
+    # Capture to receipt: a frame or two at 30 fps when fresh; a backlog would start at wait_s.
+    assert all(0 <= age < 1000 for age in ages_ms), ages_ms
 
 
 def test_capture_stops_cleanly_on_sigterm(capture_app: Path, pool_name: str) -> None:

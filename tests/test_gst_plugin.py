@@ -242,6 +242,27 @@ def test_inspect_lists_the_properties(gst_env: dict[str, str]) -> None:
         assert "Apache 2.0" in proc.stdout
 
 
+def test_elements_accept_the_formats_of_the_video_convention(gst_env: dict[str, str]) -> None:
+    """The pad templates' formats (a caps string in the plugin) are the convention's table
+    (<bips/video.hpp>, which bips.video reads) but GRAY16_BE, which only bips.video reads."""
+    assert GST_INSPECT is not None
+    expected = set(bips.video.FORMATS) - {"GRAY16_BE"}
+    for element in ("bipssink", "bipssrc"):
+        proc = subprocess.run(
+            [GST_INSPECT, element],
+            env=gst_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        found = re.search(r"^\s+format: \{([^}]*)\}", proc.stdout, re.MULTILINE)
+        assert found, proc.stdout
+        formats = {f.strip().removeprefix("(string)") for f in found.group(1).split(",")}
+        assert formats == expected, (element, formats ^ expected)
+
+
 @requires_gst
 def test_sink_delivers_every_frame_in_order_zero_copy(
     gst_env: dict[str, str], pool_name: str

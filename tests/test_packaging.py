@@ -290,6 +290,7 @@ def test_wheel_carries_the_sdk(tmp_path: Path) -> None:
         "bips/include/bips/interrupt.hpp",
         "bips/include/bips/notifier.hpp",
         "bips/include/bips/version.hpp",
+        "bips/include/bips/video.hpp",
         "bips/share/bips/src/segment.cpp",
         "bips/share/bips/src/posix/file.hpp",
         "bips/lib/cmake/bips/bipsConfig.cmake",

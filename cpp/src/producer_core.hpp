@@ -69,7 +69,8 @@ private:
     std::atomic<std::uint64_t> m_acquire_wait_ns{0};
     std::int64_t m_rate_start_ns = 0;      // under m_publish_mutex
     std::uint64_t m_rate_start_count = 0;  // under m_publish_mutex
-    std::atomic<std::uint32_t> m_cursor{0}; // where claim_free() starts looking
+    bool m_round_robin = true;              // else lowest free buffer first (see claim_free())
+    std::atomic<std::uint32_t> m_cursor{0}; // where round-robin claim_free() starts looking
     std::atomic<std::int64_t> m_last_sweep_ns{0};
     std::atomic<bool> m_closed{false};
     std::mutex m_publish_mutex; // seq order == visibility order across publishing threads

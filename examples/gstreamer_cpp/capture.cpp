@@ -38,7 +38,7 @@ constexpr const char *DEFAULT_PIPELINE =
     "videotestsrc is-live=true ! video/x-raw,format=RGB,width=640,height=360,framerate=30/1 ! "
     "appsink name=sink";
 // Metadata bytes per frame, fixed by the video convention so every producer and reader agrees.
-constexpr std::size_t META_SIZE = 4096;
+constexpr std::size_t META_SIZE = bips::video::META_SIZE;
 // Every wait is cut into slices this long so that Ctrl-C and bus errors are noticed quickly.
 constexpr auto SLICE = 100ms;
 
@@ -182,125 +182,40 @@ bool drain_bus(GstBus *bus) {
     return true;
 }
 
-// Channels of the packed formats that are published as images (1: gray, a 2-D frame); 0 for
-// every other format, which is published flat.
-int image_channels(GstVideoFormat format) {
-    switch (format) {
-    case GST_VIDEO_FORMAT_RGB:
-    case GST_VIDEO_FORMAT_BGR:
-        return 3;
-    case GST_VIDEO_FORMAT_RGBA:
-    case GST_VIDEO_FORMAT_BGRA:
-    case GST_VIDEO_FORMAT_ARGB:
-    case GST_VIDEO_FORMAT_ABGR:
-    case GST_VIDEO_FORMAT_RGBx:
-    case GST_VIDEO_FORMAT_BGRx:
-    case GST_VIDEO_FORMAT_xRGB:
-    case GST_VIDEO_FORMAT_xBGR:
-        return 4;
-    case GST_VIDEO_FORMAT_GRAY8:
-        return 1;
-    case GST_VIDEO_FORMAT_GRAY16_LE:
-        // A uint16 view of little-endian samples is only right on a little-endian machine.
-        return G_BYTE_ORDER == G_LITTLE_ENDIAN ? 1 : 0;
-    default:
-        return 0;
-    }
-}
-
-struct Plane {
-    std::size_t offset;
-    int stride;
-};
-
-// How one GstBuffer is laid out and how it is published.
-struct FrameLayout {
-    bool image = false;  // true: shape/dtype below; false: flat uint8 of nbytes
-    bips::Shape shape;
-    bips::DType dtype = bips::UINT8;
-    std::size_t nbytes = 0;
-    std::vector<Plane> planes;
-};
-
-FrameLayout describe(const GstVideoInfo &info, GstBuffer *buffer) {
-    FrameLayout l;
-    // A GstVideoMeta (v4l2src, hardware decoders) overrides the offsets and strides in the caps.
+// How one GstBuffer is laid out and published, by the bips video convention. A GstVideoMeta
+// (v4l2src, hardware decoders) overrides the offsets and strides in the caps.
+bips::video::FrameLayout describe(const GstVideoInfo &info, GstBuffer *buffer) {
+    std::vector<bips::video::Plane> planes;
     const GstVideoMeta *vmeta = gst_buffer_get_video_meta(buffer);
     for (guint p = 0; p < GST_VIDEO_INFO_N_PLANES(&info); ++p) {
-        if (vmeta && p < vmeta->n_planes)
-            l.planes.push_back({vmeta->offset[p], vmeta->stride[p]});
-        else
-            l.planes.push_back({GST_VIDEO_INFO_PLANE_OFFSET(&info, p),
-                                GST_VIDEO_INFO_PLANE_STRIDE(&info, p)});
+        const bool from_meta = vmeta && p < vmeta->n_planes;
+        const gint stride = from_meta ? vmeta->stride[p] : GST_VIDEO_INFO_PLANE_STRIDE(&info, p);
+        if (stride < 0)
+            throw std::runtime_error("negative row stride: bottom-up frames are not supported");
+        planes.push_back({from_meta ? vmeta->offset[p] : GST_VIDEO_INFO_PLANE_OFFSET(&info, p),
+                          static_cast<std::size_t>(stride)});
     }
-    const GstVideoFormat format = GST_VIDEO_INFO_FORMAT(&info);
-    const auto width = static_cast<std::int64_t>(GST_VIDEO_INFO_WIDTH(&info));
-    const auto height = static_cast<std::int64_t>(GST_VIDEO_INFO_HEIGHT(&info));
-    const int channels = image_channels(format);
-    const std::size_t itemsize = format == GST_VIDEO_FORMAT_GRAY16_LE ? 2 : 1;
-    const std::size_t row = static_cast<std::size_t>(width) * channels * itemsize;
-    const std::size_t size = gst_buffer_get_size(buffer);
-    if (channels > 0 && l.planes.size() == 1 && l.planes[0].offset == 0 &&
-        l.planes[0].stride == static_cast<int>(row) && size >= row * height) {
-        l.image = true;
-        l.shape = channels == 1 ? bips::Shape{height, width} : bips::Shape{height, width, channels};
-        l.dtype = itemsize == 2 ? bips::UINT16 : bips::UINT8;
-        l.nbytes = row * height;
-    } else {
-        l.nbytes = size;
-    }
-    return l;
+    return bips::video::describe(gst_video_format_to_string(GST_VIDEO_INFO_FORMAT(&info)),
+                                 GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info),
+                                 std::move(planes), gst_buffer_get_size(buffer));
 }
 
-void append_json_string(std::string &out, const std::string &s) {
-    out += '"';
-    for (const char c : s) {
-        switch (c) {
-        case '"':
-            out += "\\\"";
-            break;
-        case '\\':
-            out += "\\\\";
-            break;
-        default:
-            if (static_cast<unsigned char>(c) < 0x20) {
-                char esc[8];
-                std::snprintf(esc, sizeof esc, "\\u%04x", static_cast<unsigned char>(c));
-                out += esc;
-            } else {
-                out += c;
-            }
-        }
-    }
-    out += '"';
+std::optional<std::uint64_t> valid_time(GstClockTime t) {
+    return GST_CLOCK_TIME_IS_VALID(t) ? std::optional<std::uint64_t>(t) : std::nullopt;
 }
 
-std::string json_time(GstClockTime t) {
-    return GST_CLOCK_TIME_IS_VALID(t) ? std::to_string(t) : "null";
+std::string frame_meta(const std::string &caps, const GstVideoInfo &info,
+                       const bips::video::FrameLayout &l, GstBuffer *buffer) {
+    return bips::video::finish_meta(
+        bips::video::meta_prefix(caps, gst_video_format_to_string(GST_VIDEO_INFO_FORMAT(&info)),
+                                 GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info),
+                                 l.planes),
+        valid_time(GST_BUFFER_PTS(buffer)), valid_time(GST_BUFFER_DURATION(buffer)));
 }
 
-std::string frame_meta(const std::string &caps, const GstVideoInfo &info, const FrameLayout &l,
-                       GstBuffer *buffer) {
-    std::string out = "{\"caps\": ";
-    append_json_string(out, caps);
-    out += ", \"format\": ";
-    append_json_string(out, gst_video_format_to_string(GST_VIDEO_INFO_FORMAT(&info)));
-    out += ", \"width\": " + std::to_string(GST_VIDEO_INFO_WIDTH(&info));
-    out += ", \"height\": " + std::to_string(GST_VIDEO_INFO_HEIGHT(&info));
-    out += ", \"planes\": [";
-    for (std::size_t p = 0; p < l.planes.size(); ++p) {
-        out += p ? ", " : "";
-        out += "{\"offset\": " + std::to_string(l.planes[p].offset) +
-               ", \"stride\": " + std::to_string(l.planes[p].stride) + "}";
-    }
-    out += "], \"pts\": " + json_time(GST_BUFFER_PTS(buffer));
-    out += ", \"duration\": " + json_time(GST_BUFFER_DURATION(buffer)) + "}";
-    return out;
-}
-
-std::string describe_shape(const FrameLayout &l) {
+std::string describe_shape(const bips::video::FrameLayout &l) {
     std::string s = "(";
-    const bips::Shape shape = l.image ? l.shape : bips::Shape{static_cast<std::int64_t>(l.nbytes)};
+    const bips::Shape &shape = l.shape;
     for (std::size_t i = 0; i < shape.size(); ++i)
         s += (i ? ", " : "") + std::to_string(shape[i]);
     return s + (shape.size() == 1 ? ",) " : ") ") + l.dtype.name();
@@ -344,20 +259,28 @@ public:
     ~Pipeline() { gst_element_set_state(m_pipeline.get(), GST_STATE_NULL); }
 
     void play() {
-        if (gst_element_set_state(m_pipeline.get(), GST_STATE_PLAYING) ==
-            GST_STATE_CHANGE_FAILURE) {
+        // Through PAUSED first: a live pipeline says so there, as it cannot preroll.
+        const GstStateChangeReturn paused =
+            gst_element_set_state(m_pipeline.get(), GST_STATE_PAUSED);
+        m_live = paused == GST_STATE_CHANGE_NO_PREROLL;
+        if (paused == GST_STATE_CHANGE_FAILURE ||
+            gst_element_set_state(m_pipeline.get(), GST_STATE_PLAYING) ==
+                GST_STATE_CHANGE_FAILURE) {
             drain_bus(bus()); // the reason, if an element posted one
             throw std::runtime_error("the pipeline failed to start");
         }
     }
     GstAppSink *sink() const { return GST_APP_SINK(m_sink.get()); }
     GstBus *bus() const { return m_bus.get(); }
+    /// True if a source captures in real time (it does not wait for us); known once playing.
+    bool live() const { return m_live; }
     GstClockTime base_time() const { return gst_element_get_base_time(m_pipeline.get()); }
 
 private:
     ElementPtr m_pipeline;
     ElementPtr m_sink;
     BusPtr m_bus;
+    bool m_live = false;
 };
 
 // The next sample, or null at end of stream or on a signal. Throws if the pipeline failed.
@@ -373,6 +296,30 @@ SamplePtr pull(Pipeline &pipeline) {
     }
     return nullptr;
 }
+
+// While it lives, appsink keeps only the newest sample and drops the rest instead of holding back
+// the pipeline; the previous settings come back afterwards. For a live source: blocked, it would
+// capture on and later push the backlog at full speed, frames nobody could receive in time.
+class KeepNewestOnly {
+public:
+    explicit KeepNewestOnly(GstAppSink *sink)
+        : m_sink(sink), m_max_buffers(gst_app_sink_get_max_buffers(sink)),
+          m_drop(gst_app_sink_get_drop(sink)) {
+        gst_app_sink_set_drop(m_sink, TRUE);
+        gst_app_sink_set_max_buffers(m_sink, 1);
+    }
+    ~KeepNewestOnly() {
+        gst_app_sink_set_max_buffers(m_sink, m_max_buffers);
+        gst_app_sink_set_drop(m_sink, m_drop);
+    }
+    KeepNewestOnly(const KeepNewestOnly &) = delete;
+    KeepNewestOnly &operator=(const KeepNewestOnly &) = delete;
+
+private:
+    GstAppSink *m_sink;
+    guint m_max_buffers;
+    gboolean m_drop;
+};
 
 // Waits until `n` consumers are attached; false on a timeout or a signal.
 bool wait_for_consumers(const bips::Producer &producer, unsigned n, double timeout_s) {
@@ -430,7 +377,7 @@ int run(const Options &opt) {
             current_caps = caps;
             caps_owner.reset(gst_sample_ref(sample.get()));
         }
-        const FrameLayout layout = describe(info, buffer);
+        const bips::video::FrameLayout layout = describe(info, buffer);
 
         if (!producer) {
             // The pool is made from the first frame: only then are the caps negotiated.
@@ -454,6 +401,13 @@ int run(const Options &opt) {
             if (opt.wait_consumers > 0) {
                 std::printf("waiting for %u consumer(s)\n", opt.wait_consumers);
                 std::fflush(stdout);
+                // A non-live pipeline (a file) waits for us with every frame; a live one cannot,
+                // so what it captures before a consumer is there is dropped, and the first frame
+                // published is the newest, not one as old as the wait.
+                const bool live = pipeline.live();
+                std::optional<KeepNewestOnly> dropping;
+                if (live)
+                    dropping.emplace(pipeline.sink());
                 if (!wait_for_consumers(*producer, opt.wait_consumers, opt.wait_timeout_s)) {
                     if (g_stop)
                         break;
@@ -461,6 +415,8 @@ int run(const Options &opt) {
                                  opt.wait_consumers, opt.wait_timeout_s);
                     return 1;
                 }
+                if (live)
+                    continue;
             }
         }
         if (layout.nbytes > producer->buffer_size())

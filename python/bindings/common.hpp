@@ -85,6 +85,8 @@ bips::Consumer &consumer_of(py::handle obj);
 
 // inspect.cpp: stats, pool information and the pool tools.
 void register_inspect(py::module_ &m);
+// video.cpp: the video convention's format table (bips/video.hpp) for bips.video.
+void register_video(py::module_ &m);
 
 /// Adds a ready static type to the module.
 void add_type(py::module_ &m, const char *name, PyTypeObject *type);

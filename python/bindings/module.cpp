@@ -16,5 +16,6 @@ PYBIND11_MODULE(_core, m) {
     bipspy::register_buffer(m);
     bipspy::register_producer(m);
     bipspy::register_consumer(m);
+    bipspy::register_video(m);
     bipspy::install_interrupt_check();
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as _numpy
 import typing
 import typing_extensions
-__all__: list[str] = ['Buffer', 'Consumer', 'ConsumerStats', 'CorruptPool', 'Error', 'Frame', 'IncompatiblePool', 'InvalidArgument', 'LAYOUT_VERSION', 'MAX_CAPACITY', 'MAX_CONSUMERS', 'MAX_DIMS', 'PoolBusy', 'PoolInfo', 'PoolNotFound', 'Producer', 'ProducerGone', 'ProducerStats', 'SlotInfo', 'Timeout', 'TooManyConsumers', 'list_pools', 'pool_info', 'reclaim_dead_consumers', 'remove_stale_pool', 'validate_name']
+__all__: list[str] = ['Buffer', 'Consumer', 'ConsumerStats', 'CorruptPool', 'Error', 'Frame', 'IncompatiblePool', 'InvalidArgument', 'LAYOUT_VERSION', 'MAX_CAPACITY', 'MAX_CONSUMERS', 'MAX_DIMS', 'PoolBusy', 'PoolInfo', 'PoolNotFound', 'Producer', 'ProducerGone', 'ProducerStats', 'SlotInfo', 'Timeout', 'TooManyConsumers', 'list_pools', 'pool_info', 'reclaim_dead_consumers', 'remove_stale_pool', 'validate_name', 'video_formats']
 class Error(Exception):
     """
     Base class of every bips error.
@@ -516,6 +516,10 @@ def remove_stale_pool(name: str) -> bool:
 def validate_name(name: str) -> None:
     """
     Raises InvalidArgument for a bad pool name.
+    """
+def video_formats() -> list[tuple[str, list[tuple[int, int, int, int]], bool, bool]]:
+    """
+    The video convention's formats: (name, planes, image, big_endian) each, a plane being (row divisor, column divisor, channels, bytes per sample).
     """
 LAYOUT_VERSION: int = 2
 MAX_CAPACITY: int = 1024

@@ -25,33 +25,25 @@ from typing import Any, Union
 import numpy as np
 import numpy.typing as npt
 
-from bips._core import Frame
+from bips._core import Frame, video_formats
 
 __all__ = ["FORMATS", "parse_meta", "planes"]
 
+
+def _formats() -> dict[str, tuple[tuple[int, int, int, np.dtype[Any]], ...]]:
+    """The convention's format table (bips/video.hpp), one rule for C++ and Python."""
+    out: dict[str, tuple[tuple[int, int, int, np.dtype[Any]], ...]] = {}
+    for name, plane_specs, _image, big_endian in video_formats():
+        out[name] = tuple(
+            (row_div, col_div, channels, np.dtype(f"{'>' if big_endian else '<'}u{size}"))
+            for row_div, col_div, channels, size in plane_specs
+        )
+    return out
+
+
 # Per format, one entry per plane: (row divisor, column divisor, channels, dtype). Rows and
 # columns of a subsampled plane are rounded up, as GStreamer does.
-_U8 = np.dtype(np.uint8)
-FORMATS: dict[str, tuple[tuple[int, int, int, np.dtype[Any]], ...]] = {
-    "RGB": ((1, 1, 3, _U8),),
-    "BGR": ((1, 1, 3, _U8),),
-    **{
-        f: ((1, 1, 4, _U8),)
-        for f in ("RGBA", "BGRA", "ARGB", "ABGR", "RGBx", "BGRx", "xRGB", "xBGR")
-    },
-    "GRAY8": ((1, 1, 1, _U8),),
-    "GRAY16_LE": ((1, 1, 1, np.dtype("<u2")),),
-    "GRAY16_BE": ((1, 1, 1, np.dtype(">u2")),),
-    "I420": ((1, 1, 1, _U8), (2, 2, 1, _U8), (2, 2, 1, _U8)),
-    "YV12": ((1, 1, 1, _U8), (2, 2, 1, _U8), (2, 2, 1, _U8)),
-    "NV12": ((1, 1, 1, _U8), (2, 2, 2, _U8)),
-    "NV21": ((1, 1, 1, _U8), (2, 2, 2, _U8)),
-    "Y42B": ((1, 1, 1, _U8), (1, 2, 1, _U8), (1, 2, 1, _U8)),
-    "Y444": ((1, 1, 1, _U8), (1, 1, 1, _U8), (1, 1, 1, _U8)),
-    # Packed 4:2:2: each pixel is (luma, one chroma sample), pairs of pixels share U and V.
-    "YUY2": ((1, 1, 2, _U8),),
-    "UYVY": ((1, 1, 2, _U8),),
-}
+FORMATS = _formats()
 """Formats :func:`planes` understands (the formats ``bipssink`` accepts, plus GRAY16_BE)."""
 
 MetaSource = Union[Frame, bytes, bytearray, memoryview]

@@ -9,3 +9,4 @@
 #include <bips/producer.hpp>
 #include <bips/types.hpp>
 #include <bips/version.hpp>
+#include <bips/video.hpp>
