@@ -532,6 +532,8 @@ bool Consumer::State::next(Clock::time_point deadline, bool wait, Frame *out) {
             st.spin.spun(posix::monotonic_ns() - wait_start_ns);
             return true;
         }
+        if (st.options.spin.count() == 0 && spin_ns <= left_ns)
+            st.spin.missed();
     }
     // Learns from how long a wait that sleeps lasts in all.
     struct Slept {

@@ -205,6 +205,8 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
             m_spin.spun(posix::monotonic_ns() - start_ns);
             return make_buffer(idx);
         }
+        if (spin_ns <= left.count())
+            m_spin.missed();
     }
     bool slept = false;
     for (;;) {

@@ -34,15 +34,20 @@ inline constexpr std::int64_t MAX_SPIN_NS = 20'000;
 /// Longest single futex sleep: liveness checks and Ctrl-C need the waiter back regularly.
 inline constexpr Duration MAX_SLEEP = std::chrono::milliseconds(100);
 
-/// True when this process may run on more than one CPU (read once).
+/// True when the machine has more than one CPU online (read once). Not this process's affinity
+/// mask: a process pinned to one CPU may well hand frames to one pinned to another.
 bool spare_core() noexcept;
 
-/// Learns how long one waiter (a consumer's receive, a producer's acquire) should spin: twice
-/// the waits it has seen recently, up to MAX_SPIN_NS. Waits that outlast that bring it to 0, so a
-/// slow stream costs no CPU; a short sleep raises it again. Thread-safe (relaxed counters).
+/// Learns how long one waiter (a consumer's receive, a producer's acquire) should spin: about
+/// twice its recent short waits, up to MAX_SPIN_NS. Waits that outlast that bring it down, so a
+/// slow stream costs no CPU. A spin that fails (the other side did not run meanwhile: it shares
+/// our CPU, or is busy) cuts the budget to a quarter and puts spinning on probation: the next
+/// 1, 2, 4... 64 short sleeps (doubling per failure, reset by a spin that works) do not raise it.
+/// So where spinning cannot pay, it is tried about once per 64 waits. Thread-safe (relaxed
+/// atomics: a lost update only shifts the estimate).
 class SpinTuner {
 public:
-    /// `enabled` false (or no spare core): never spins.
+    /// `enabled` false (or a single CPU): never spins.
     explicit SpinTuner(bool enabled) noexcept : m_enabled(enabled && spare_core()) {}
 
     /// Nanoseconds to spin before sleeping now; 0: sleep at once.
@@ -52,31 +57,48 @@ public:
     /// A wait that spun and saw its condition after `waited_ns`.
     void spun(std::int64_t waited_ns) noexcept {
         m_spins.fetch_add(1, std::memory_order_relaxed);
-        learn(waited_ns);
+        m_backoff.store(1, std::memory_order_relaxed);
+        raise(waited_ns);
+    }
+    /// A spin of the whole budget that did not see its condition (a sleep follows).
+    void missed() noexcept {
+        m_budget.store(m_budget.load(std::memory_order_relaxed) / 4, std::memory_order_relaxed);
+        const std::uint32_t b = m_backoff.load(std::memory_order_relaxed);
+        m_probation.store(b, std::memory_order_relaxed);
+        m_backoff.store(std::min<std::uint32_t>(2 * b, MAX_BACKOFF), std::memory_order_relaxed);
     }
     /// A wait that had to sleep and was over after `waited_ns` in all.
     void slept(std::int64_t waited_ns) noexcept {
         m_sleeps.fetch_add(1, std::memory_order_relaxed);
-        learn(waited_ns);
+        if (!m_enabled)
+            return;
+        if (waited_ns >= MAX_SPIN_NS) { // spinning would not have covered it
+            m_budget.store(m_budget.load(std::memory_order_relaxed) / 2, std::memory_order_relaxed);
+            return;
+        }
+        const std::uint32_t p = m_probation.load(std::memory_order_relaxed);
+        if (p > 0)
+            m_probation.store(p - 1, std::memory_order_relaxed);
+        else
+            raise(waited_ns);
     }
     std::uint64_t spins() const noexcept { return m_spins.load(std::memory_order_relaxed); }
     std::uint64_t sleeps() const noexcept { return m_sleeps.load(std::memory_order_relaxed); }
     bool enabled() const noexcept { return m_enabled; }
 
 private:
-    void learn(std::int64_t waited_ns) noexcept {
-        if (!m_enabled)
-            return;
-        const std::int64_t want =
-            waited_ns >= MAX_SPIN_NS ? 0 : std::min<std::int64_t>(2 * waited_ns + 1000, MAX_SPIN_NS);
-        const std::int64_t old = m_budget.load(std::memory_order_relaxed);
-        // Up at once (one short wait is evidence enough), down by half per longer wait.
-        m_budget.store(want >= old ? want : std::max<std::int64_t>(0, (old + want) / 2 - 1),
-                       std::memory_order_relaxed);
+    static constexpr std::uint32_t MAX_BACKOFF = 64;
+
+    void raise(std::int64_t waited_ns) noexcept {
+        const std::int64_t want = std::min<std::int64_t>(2 * waited_ns + 1000, MAX_SPIN_NS);
+        if (want > m_budget.load(std::memory_order_relaxed))
+            m_budget.store(want, std::memory_order_relaxed);
     }
 
     bool m_enabled;
     std::atomic<std::int64_t> m_budget{MAX_SPIN_NS / 2};
+    std::atomic<std::uint32_t> m_probation{0}; // short sleeps still to see before raising
+    std::atomic<std::uint32_t> m_backoff{1};   // probation after the next failed spin
     std::atomic<std::uint64_t> m_spins{0};
     std::atomic<std::uint64_t> m_sleeps{0};
 };

@@ -33,6 +33,49 @@ BIPS_TEST(spin_budget_follows_recent_waits) {
     CHECK(t.budget_ns() <= MAX_SPIN_NS);
 }
 
+BIPS_TEST(failed_spins_put_spinning_on_probation) {
+    if (!bips::detail::spare_core())
+        return; // never spins: nothing to learn (spin_budget_follows_recent_waits checks that)
+    SpinTuner t(true);
+    t.slept(5'000);
+    const std::int64_t full = t.budget_ns();
+    CHECK(full >= 10'000);
+    // The other side did not run while we spun (it shares our CPU): a quarter of the budget,
+    // and the next short sleep does not count as evidence.
+    t.missed();
+    CHECK_EQ(t.budget_ns(), full / 4);
+    t.slept(5'000);
+    CHECK_EQ(t.budget_ns(), full / 4);
+    t.slept(5'000);
+    CHECK_EQ(t.budget_ns(), full);
+    // Each failure in a row doubles the probation: 2 short sleeps now, then 4...
+    t.missed();
+    t.missed();
+    const std::int64_t low = t.budget_ns();
+    for (int i = 0; i < 4; ++i) {
+        t.slept(5'000);
+        CHECK_EQ(t.budget_ns(), low);
+    }
+    t.slept(5'000);
+    CHECK_EQ(t.budget_ns(), full);
+    // ...at most 64, however many failures.
+    for (int i = 0; i < 20; ++i)
+        t.missed();
+    int sleeps = 0;
+    while (t.budget_ns() < full && sleeps < 1000) {
+        t.slept(5'000);
+        ++sleeps;
+    }
+    CHECK_EQ(sleeps, 65);
+    // A spin that works ends the probation at once.
+    t.missed();
+    t.spun(2'000);
+    t.missed();
+    t.slept(5'000);
+    t.slept(5'000);
+    CHECK_EQ(t.budget_ns(), full);
+}
+
 BIPS_TEST(spin_budget_off_stays_off) {
     SpinTuner t(false);
     CHECK_EQ(t.budget_ns(), 0);
