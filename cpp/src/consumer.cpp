@@ -185,8 +185,13 @@ public:
     /// The thread woke up. The bit goes only with the last sleeper of this process, so that a
     /// thread waking late cannot hide a sibling that still sleeps from the producer.
     void awake() noexcept {
-        if (m_sleeping.fetch_sub(1, std::memory_order_seq_cst) == 1)
-            m_seg->ctl()->sleepers.fetch_and(~queued_bit(m_slot), std::memory_order_seq_cst);
+        if (m_sleeping.fetch_sub(1, std::memory_order_seq_cst) != 1)
+            return;
+        // The producer clears the bit when it wakes us: then a load spares taking the line
+        // back from it.
+        auto &sleepers = m_seg->ctl()->sleepers;
+        if (sleepers.load(std::memory_order_seq_cst) & queued_bit(m_slot))
+            sleepers.fetch_and(~queued_bit(m_slot), std::memory_order_seq_cst);
     }
 
     Segment &segment() const noexcept { return *m_seg; }

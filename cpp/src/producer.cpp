@@ -290,6 +290,12 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
         if (gone != 0)
             delivered = state.fetch_and(~gone, std::memory_order_seq_cst) & ~gone;
     }
+    // Wake only slots that announced they sleep: a full queue costs no syscall. The waker
+    // clears their bits, so a sleeper gets one wake-up however many frames come before it runs.
+    // First thing after the frame is visible: the bookkeeping below can wait, a sleeper cannot.
+    const std::uint64_t asleep = c->sleepers.load(std::memory_order_seq_cst) & mask;
+    if (asleep != 0 && (c->sleepers.fetch_and(~asleep, std::memory_order_seq_cst) & asleep) != 0)
+        m_seg->wake_consumers();
     buf.m_core.reset();
     buf.m_data = nullptr;
     m_owned[idx].store(0, std::memory_order_release);
@@ -300,11 +306,6 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
     m_published.store(published, std::memory_order_relaxed);
     m_seg->header()->published.store(published, std::memory_order_relaxed);
     note_publish(now_ns, published);
-    // Wake only slots that announced they sleep: a full queue costs no syscall. The waker
-    // clears their bits, so a sleeper gets one wake-up however many frames come before it runs.
-    const std::uint64_t asleep = c->sleepers.load(std::memory_order_seq_cst) & mask;
-    if (asleep != 0 && (c->sleepers.fetch_and(~asleep, std::memory_order_seq_cst) & asleep) != 0)
-        m_seg->wake_consumers();
 }
 
 // Keeps what `bips list`/`top` show: last publish time and the rate over the last full second.
