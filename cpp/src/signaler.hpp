@@ -31,6 +31,10 @@ namespace bips::detail {
 
 /// Longest a waiter spins before it sleeps. A wait longer than this is not worth a core.
 inline constexpr std::int64_t MAX_SPIN_NS = 20'000;
+/// Shortest spin once spinning pays: a sleep and its wake-up cost about this much CPU anyway,
+/// and a budget cut to the last wait's length would miss on the first hiccup (an interrupt, a
+/// burst of cache misses).
+inline constexpr std::int64_t MIN_SPIN_NS = 5'000;
 /// Longest single futex sleep: liveness checks and Ctrl-C need the waiter back regularly.
 inline constexpr Duration MAX_SLEEP = std::chrono::milliseconds(100);
 
@@ -39,11 +43,11 @@ inline constexpr Duration MAX_SLEEP = std::chrono::milliseconds(100);
 bool spare_core() noexcept;
 
 /// Learns how long one waiter (a consumer's receive, a producer's acquire) should spin: about
-/// twice its recent short waits, up to MAX_SPIN_NS. Waits that outlast that bring it down, so a
-/// slow stream costs no CPU. A spin that fails (the other side did not run meanwhile: it shares
-/// our CPU, or is busy) cuts the budget to a quarter and puts spinning on probation: the next
-/// 1, 2, 4... 64 short sleeps (doubling per failure, reset by a spin that works) do not raise it.
-/// So where spinning cannot pay, it is tried about once per 64 waits. Thread-safe (relaxed
+/// twice its recent short waits, between MIN_SPIN_NS and MAX_SPIN_NS. Waits that outlast that bring
+/// it down, so a slow stream costs no CPU. A spin that fails (the other side did not run meanwhile:
+/// it shares our CPU, or is busy) cuts the budget to a quarter and puts spinning on probation: the
+/// next 1, 2, 4... 64 short sleeps (doubling per failure, reset by a spin that works) do not raise
+/// it. So where spinning cannot pay, it is tried about once per 64 waits. Thread-safe (relaxed
 /// atomics: a lost update only shifts the estimate).
 class SpinTuner {
 public:
@@ -90,7 +94,7 @@ private:
     static constexpr std::uint32_t MAX_BACKOFF = 64;
 
     void raise(std::int64_t waited_ns) noexcept {
-        const std::int64_t want = std::min<std::int64_t>(2 * waited_ns + 1000, MAX_SPIN_NS);
+        const std::int64_t want = std::clamp<std::int64_t>(2 * waited_ns, MIN_SPIN_NS, MAX_SPIN_NS);
         if (want > m_budget.load(std::memory_order_relaxed))
             m_budget.store(want, std::memory_order_relaxed);
     }

@@ -28,6 +28,12 @@ BIPS_TEST(spin_budget_follows_recent_waits) {
     t.spun(1'000);
     CHECK_EQ(t.spins(), 1u);
     CHECK(t.budget_ns() > 0);
+    // Never less than MIN_SPIN_NS once a wait was short, however short.
+    SpinTuner u(true);
+    for (int i = 0; i < 64 && u.budget_ns() > 0; ++i)
+        u.slept(33'000'000);
+    u.slept(100);
+    CHECK_EQ(u.budget_ns(), bips::detail::MIN_SPIN_NS);
     // Never more than the cap, however the waits go.
     t.spun(MAX_SPIN_NS - 1);
     CHECK(t.budget_ns() <= MAX_SPIN_NS);
