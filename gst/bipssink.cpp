@@ -76,8 +76,8 @@ struct SinkState {
     GstCaps *caps = nullptr;
     GstVideoInfo info;
     bool have_info = false;
-    FrameLayout layout;  // the standard layout of `info`, which the copy path writes
-    std::string prefix;  // metadata prefix for `layout`
+    FrameLayout layout; // the standard layout of `info`, which the copy path writes
+    std::string prefix; // metadata prefix for `layout`
     std::weak_ptr<bips::Producer> waited_for; // producer whose wait-for-consumers is done
 
     ~SinkState() { gst_caps_replace(&caps, nullptr); }
@@ -180,8 +180,8 @@ static bool ensure_producer(GstBipsSink *self, std::size_t size, const FrameLayo
                           ("Cannot create pool '%s' with these settings.", s.pool.c_str()),
                           ("%s", e.what()));
     } catch (const std::system_error &e) {
-        GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE,
-                          ("Cannot create pool '%s'.", s.pool.c_str()), ("%s", e.what()));
+        GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE, ("Cannot create pool '%s'.", s.pool.c_str()),
+                          ("%s", e.what()));
     } catch (const std::exception &e) {
         GST_ELEMENT_ERROR(self, RESOURCE, FAILED, ("Cannot create pool '%s'.", s.pool.c_str()),
                           ("%s", e.what()));
@@ -336,8 +336,8 @@ static GstFlowReturn gst_bips_sink_render(GstBaseSink *bs, GstBuffer *buffer) {
     if (ret != GST_FLOW_OK)
         return ret;
     if (gst_buffer_n_memory(buffer) == 1) {
-        auto *slot = dynamic_cast<SinkSlot *>(
-            bips::gst::memory_owner(gst_buffer_peek_memory(buffer, 0)));
+        auto *slot =
+            dynamic_cast<SinkSlot *>(bips::gst::memory_owner(gst_buffer_peek_memory(buffer, 0)));
         // Ours, not yet published, and from this producer (not one replaced since).
         if (slot && slot->buffer && slot->producer == producer)
             return render_zero_copy(self, producer, buffer, slot);
@@ -608,11 +608,11 @@ static void gst_bips_sink_class_init(GstBipsSinkClass *klass) {
                           "Permission bits of the pool's segment (0600 = 384; 0660 or 0666 let "
                           "consumers running as other users attach)",
                           0, 0777, DEFAULT_MODE, rw));
-    g_object_class_install_property(
-        gobject_class, PROP_MAX_CONSUMERS,
-        g_param_spec_uint("max-consumers", "Max consumers",
-                          "Most consumers that can attach at once", 1, bips::MAX_CONSUMERS,
-                          DEFAULT_MAX_CONSUMERS, rw));
+    g_object_class_install_property(gobject_class, PROP_MAX_CONSUMERS,
+                                    g_param_spec_uint("max-consumers", "Max consumers",
+                                                      "Most consumers that can attach at once", 1,
+                                                      bips::MAX_CONSUMERS, DEFAULT_MAX_CONSUMERS,
+                                                      rw));
     g_object_class_install_property(
         gobject_class, PROP_ACQUIRE_TIMEOUT,
         g_param_spec_uint64("acquire-timeout", "Acquire timeout",

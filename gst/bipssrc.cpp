@@ -409,8 +409,7 @@ static GstClockTime frame_pts(GstBipsSrc *self, const bips::Frame &frame,
 // The output buffer for `frame`: its shared memory wrapped read-only, or (for a non-standard
 // layout that downstream cannot describe, or past max-held) a copy in the standard layout.
 // `fresh`: the frame was published while we waited for it.
-static GstFlowReturn make_buffer(GstBipsSrc *self, bips::Frame frame, bool fresh,
-                                 GstBuffer **out) {
+static GstFlowReturn make_buffer(GstBipsSrc *self, bips::Frame frame, bool fresh, GstBuffer **out) {
     SrcState *st = self->st;
     const Settings s = settings_of(self);
     bips::gst::ParsedMeta meta;
@@ -420,7 +419,7 @@ static GstFlowReturn make_buffer(GstBipsSrc *self, bips::Frame frame, bool fresh
     if (ret != GST_FLOW_OK)
         return ret;
 
-    std::vector<Plane> planes = meta.planes       ? *meta.planes
+    std::vector<Plane> planes = meta.planes           ? *meta.planes
                                 : st->caps_from_shape ? st->shape_planes
                                                       : bips::gst::default_planes(st->info);
     std::string error;
@@ -441,8 +440,8 @@ static GstFlowReturn make_buffer(GstBipsSrc *self, bips::Frame frame, bool fresh
     }
     const GstVideoInfo &info = st->info;
     // A frame shorter than the caps' size (tail padding cut off) is no standard buffer either.
-    const bool standard = planes == bips::gst::default_planes(info) &&
-                          frame.nbytes() >= GST_VIDEO_INFO_SIZE(&info);
+    const bool standard =
+        planes == bips::gst::default_planes(info) && frame.nbytes() >= GST_VIDEO_INFO_SIZE(&info);
     // Elements that keep many buffers (queues, encoders with lookahead, filesink batching its
     // writes) would otherwise hold the producer's pool: past the limit, frames are copied and
     // given back at once.
@@ -478,8 +477,7 @@ static GstFlowReturn make_buffer(GstBipsSrc *self, bips::Frame frame, bool fresh
         gst_buffer_add_video_meta_full(src, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(&info),
                                        GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info),
                                        GST_VIDEO_INFO_N_PLANES(&info), offsets, strides);
-        const bool copied =
-            bips::gst::copy_frame(info, src, buf) == bips::gst::CopyResult::Copied;
+        const bool copied = bips::gst::copy_frame(info, src, buf) == bips::gst::CopyResult::Copied;
         gst_buffer_unref(src);
         frame.release();
         if (!copied) {
@@ -727,10 +725,10 @@ static void gst_bips_src_class_init(GstBipsSrcClass *klass) {
                            "Whose pools to accept: -1 = this user's or root's, -2 = anyone's, "
                            "or a uid (see docs/security.md)",
                            bips::ANY_OWNER, G_MAXUINT32, bips::OWNER_SELF, rw));
-    g_object_class_install_property(
-        gobject_class, PROP_RECEIVED,
-        g_param_spec_uint64("received", "Received", "Frames received since the element started", 0,
-                            G_MAXUINT64, 0, ro));
+    g_object_class_install_property(gobject_class, PROP_RECEIVED,
+                                    g_param_spec_uint64("received", "Received",
+                                                        "Frames received since the element started",
+                                                        0, G_MAXUINT64, 0, ro));
     g_object_class_install_property(
         gobject_class, PROP_COPIES,
         g_param_spec_uint64("copies", "Copies",

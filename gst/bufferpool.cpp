@@ -106,8 +106,8 @@ static GstFlowReturn bips_pool_acquire_buffer(GstBufferPool *bp, GstBuffer **out
     slot->producer = std::move(acquired.producer);
     slot->buffer = std::move(acquired.buffer);
     GstBuffer *buf = gst_buffer_new();
-    gst_buffer_append_memory(
-        buf, bips::gst::wrap_memory(std::move(slot), data, capacity, size, false));
+    gst_buffer_append_memory(buf,
+                             bips::gst::wrap_memory(std::move(slot), data, capacity, size, false));
     if (video_meta)
         gst_buffer_add_video_meta_full(buf, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(&info),
                                        GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info),

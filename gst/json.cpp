@@ -265,8 +265,8 @@ private:
                 overflow = __builtin_mul_overflow(magnitude, 10u, &magnitude) ||
                            __builtin_add_overflow(magnitude, static_cast<unsigned>(text[i] - '0'),
                                                   &magnitude);
-            const std::uint64_t limit = negative ? (std::uint64_t{1} << 63)
-                                                 : (std::uint64_t{1} << 63) - 1;
+            const std::uint64_t limit =
+                negative ? (std::uint64_t{1} << 63) : (std::uint64_t{1} << 63) - 1;
             if (!overflow && magnitude <= limit) {
                 out.kind = JsonValue::Int;
                 out.integer = negative ? static_cast<std::int64_t>(0 - magnitude)

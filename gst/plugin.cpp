@@ -15,6 +15,5 @@ static gboolean plugin_init(GstPlugin *plugin) {
 }
 
 GST_PLUGIN_DEFINE(GST_VERSION_MAJOR, GST_VERSION_MINOR, bips,
-                  "Zero-copy video between processes through bips shared-memory pools",
-                  plugin_init, BIPS_GST_VERSION, "Apache 2.0", "bips",
-                  "https://pypi.org/project/bips/")
+                  "Zero-copy video between processes through bips shared-memory pools", plugin_init,
+                  BIPS_GST_VERSION, "Apache 2.0", "bips", "https://pypi.org/project/bips/")

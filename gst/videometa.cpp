@@ -67,8 +67,7 @@ bool check_planes(const GstVideoInfo &info, const std::vector<Plane> &planes, st
         }
         const Plane &pl = planes[p];
         std::size_t span = 0, end = 0;
-        if (pl.stride < row || rows == 0 ||
-            __builtin_mul_overflow(pl.stride, rows - 1, &span) ||
+        if (pl.stride < row || rows == 0 || __builtin_mul_overflow(pl.stride, rows - 1, &span) ||
             __builtin_add_overflow(span, row, &span) ||
             __builtin_add_overflow(span, pl.offset, &end) || end > size) {
             error = "plane " + std::to_string(p) + " (offset " + std::to_string(pl.offset) +
@@ -118,8 +117,7 @@ bool parse_meta(const char *data, std::size_t size, ParsedMeta &out) {
         return false;
     size = strnlen(data, size);
     JsonValue root;
-    if (size == 0 || !parse_json(data, data + size, root) ||
-        root.kind != JsonValue::Object)
+    if (size == 0 || !parse_json(data, data + size, root) || root.kind != JsonValue::Object)
         return false;
     if (const JsonValue *caps = root.get("caps"); caps && caps->kind == JsonValue::String)
         out.caps = caps->text;

@@ -24,8 +24,8 @@ using bips::video::META_SIZE;
 /// The raw video formats both elements accept, as a caps string for the pad templates. Packed
 /// 8-bit RGB-like formats, GRAY8 and GRAY16_LE are published shaped; the others as flat bytes
 /// whose planes the metadata locates.
-#define BIPS_GST_FORMATS                                                                          \
-    "{ RGB, BGR, RGBA, BGRA, ARGB, ABGR, RGBx, BGRx, xRGB, xBGR, GRAY8, GRAY16_LE, I420, YV12, "  \
+#define BIPS_GST_FORMATS                                                                           \
+    "{ RGB, BGR, RGBA, BGRA, ARGB, ABGR, RGBx, BGRx, xRGB, xBGR, GRAY8, GRAY16_LE, I420, YV12, "   \
     "NV12, NV21, Y42B, Y444, YUY2, UYVY }"
 #define BIPS_GST_CAPS GST_VIDEO_CAPS_MAKE(BIPS_GST_FORMATS)
 

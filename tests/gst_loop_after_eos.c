@@ -56,7 +56,8 @@ int main(int argc, char **argv) {
     const guint64 frames = 20;
     gchar *desc = g_strdup_printf(
         "videotestsrc ! %s ! bipssink name=sink pool=%s capacity=4 policy=drop-oldest "
-        "wait-for-consumers=1 sync=false", argv[2], argv[1]);
+        "wait-for-consumers=1 sync=false",
+        argv[2], argv[1]);
     GError *err = NULL;
     GstElement *pipeline = gst_parse_launch(desc, &err);
     g_free(desc);
@@ -85,12 +86,13 @@ int main(int argc, char **argv) {
         goto out;
     }
     if (!wait_published(sink, first + frames)) {
-        fprintf(stderr, "after the seek: %" G_GUINT64_FORMAT " frames, %" G_GUINT64_FORMAT
-                        " before it\n", counter(sink, "published"), first);
+        fprintf(stderr,
+                "after the seek: %" G_GUINT64_FORMAT " frames, %" G_GUINT64_FORMAT " before it\n",
+                counter(sink, "published"), first);
         goto out;
     }
-    printf("first=%" G_GUINT64_FORMAT " published=%" G_GUINT64_FORMAT " zero-copy=%" G_GUINT64_FORMAT
-           " copies=%" G_GUINT64_FORMAT "\n",
+    printf("first=%" G_GUINT64_FORMAT " published=%" G_GUINT64_FORMAT
+           " zero-copy=%" G_GUINT64_FORMAT " copies=%" G_GUINT64_FORMAT "\n",
            first, counter(sink, "published"), counter(sink, "zero-copy"), counter(sink, "copies"));
     fflush(stdout);
     // Keep the new pool alive until told (a line, or end of input): a consumer that follows it

@@ -18,13 +18,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <ctime>
 #include <optional>
@@ -46,7 +46,7 @@ struct Options {
     double warmup = 0.3;
     double seconds = 1.5;
     bool fill = false;
-    long spin_us = 0; // consumer busy-polls this long before sleeping (ConsumerOptions::spin)
+    long spin_us = 0;     // consumer busy-polls this long before sleeping (ConsumerOptions::spin)
     long interval_us = 0; // > 0: latency mode, the producer pauses this long before each publish
 };
 
@@ -54,12 +54,12 @@ struct Options {
 struct Result {
     std::int32_t ok = 0;
     std::int32_t pid = 0;
-    std::uint64_t frames = 0;       // inside the window
-    std::uint64_t total = 0;        // whole run, warm-up and drain included
-    std::int64_t window_ns = 0;     // measured span of the window
+    std::uint64_t frames = 0;         // inside the window
+    std::uint64_t total = 0;          // whole run, warm-up and drain included
+    std::int64_t window_ns = 0;       // measured span of the window
     std::int64_t vcsw = 0, ivcsw = 0; // context switches inside the window
     double cpu_s = 0;                 // CPU time (user + system) inside the window
-    std::uint64_t gaps = 0;         // sequence numbers that did not follow the previous one
+    std::uint64_t gaps = 0;           // sequence numbers that did not follow the previous one
     // Latency mode, consumers: one-way latency of the window's frames, in microseconds.
     std::uint64_t lat_n = 0;
     double p50_us = 0, p99_us = 0, p999_us = 0, mean_us = 0, max_us = 0;
@@ -188,7 +188,7 @@ volatile std::uint8_t g_sink; // keeps the consumers' one-byte read from being o
 // CPU time and sleeps over the frames of a paced loop that fall inside [start, end): from the
 // first such frame to the first one after it (or to finish()). Like benchkit.CpuMeter.
 class CpuMeter {
-  public:
+public:
     CpuMeter(std::int64_t start, std::int64_t end) : m_start(start), m_end(end) {}
 
     /// True if a frame read at `t` is inside the window.
@@ -222,7 +222,7 @@ class CpuMeter {
         r.cpu_s = m_c1.cpu_s - m_c0.cpu_s;
     }
 
-  private:
+private:
     std::int64_t m_start, m_end;
     bool m_started = false, m_stopped = false;
     std::uint64_t m_frames = 0;
@@ -512,8 +512,9 @@ int main(int argc, char **argv) {
         ::waitpid(k, &st, 0);
     }
     bool ok = prod.ok != 0;
-    std::printf("{\"name\": \"%s\", \"consumers\": %d, \"bytes\": %zu, \"fill\": %s, \"producer\": ",
-                o.name.c_str(), o.consumers, o.bytes, o.fill ? "true" : "false");
+    std::printf(
+        "{\"name\": \"%s\", \"consumers\": %d, \"bytes\": %zu, \"fill\": %s, \"producer\": ",
+        o.name.c_str(), o.consumers, o.bytes, o.fill ? "true" : "false");
     print_result(prod, true);
     std::printf(", \"consumer_results\": [");
     for (std::size_t i = 0; i < cons.size(); ++i) {

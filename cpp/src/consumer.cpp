@@ -26,8 +26,7 @@ constexpr Duration POLL_PAUSE = std::chrono::milliseconds(5);
 class Attachment : public std::enable_shared_from_this<Attachment> {
 public:
     Attachment(std::shared_ptr<Segment> seg, std::uint32_t slot, bool latest)
-        : m_seg(std::move(seg)), m_slot(slot), m_latest(latest),
-          m_instance(m_seg->instance_id()) {}
+        : m_seg(std::move(seg)), m_slot(slot), m_latest(latest), m_instance(m_seg->instance_id()) {}
 
     static std::shared_ptr<Attachment> attach(std::shared_ptr<Segment> seg, bool latest) {
         const std::uint32_t slot = claim_slot(*seg, latest);
@@ -127,7 +126,8 @@ public:
         const std::uint64_t qb = queued_bit(m_slot);
         if (!(c->attached.load(std::memory_order_relaxed) & qb))
             c->attached.fetch_or(qb, std::memory_order_seq_cst);
-        if (!(c->active.load(std::memory_order_relaxed) & qb) && !m_stopped.load(std::memory_order_seq_cst))
+        if (!(c->active.load(std::memory_order_relaxed) & qb) &&
+            !m_stopped.load(std::memory_order_seq_cst))
             c->active.fetch_or(qb, std::memory_order_seq_cst);
     }
 
@@ -306,7 +306,8 @@ private:
         m_guess.store(i + 1 == p.capacity ? 0 : i + 1, std::memory_order_relaxed);
         out.m_timestamp_ns = d->timestamp_ns;
         out.m_nbytes = std::min<std::size_t>(d->nbytes, p.buffer_size);
-        out.m_meta_len = static_cast<std::uint32_t>(std::min<std::size_t>(d->meta_len, p.meta_size));
+        out.m_meta_len =
+            static_cast<std::uint32_t>(std::min<std::size_t>(d->meta_len, p.meta_size));
         // One copy of the format, validated as a whole; never read again from the segment.
         DType dt{d->dtype_code, d->dtype_bits};
         const std::uint32_t nd = d->ndim;
@@ -332,7 +333,7 @@ private:
     std::uint32_t m_slot;
     bool m_latest;
     std::uint64_t m_instance;
-    std::atomic<std::uint64_t> m_next{0}; // seq expected next (fast-path hint)
+    std::atomic<std::uint64_t> m_next{0};  // seq expected next (fast-path hint)
     std::atomic<std::uint32_t> m_guess{0}; // buffer expected to carry it (fast-path hint)
     std::atomic<bool> m_gone{false};
     std::atomic<bool> m_stopped{false};
@@ -431,9 +432,8 @@ struct Consumer::State {
     }
 };
 
-std::unique_ptr<Consumer::State> Consumer::attempt(const std::string &name,
-                                                   const ConsumerOptions &options,
-                                                   detail::NotThere &why) {
+std::unique_ptr<Consumer::State>
+Consumer::attempt(const std::string &name, const ConsumerOptions &options, detail::NotThere &why) {
     validate_name(name);
     auto st = std::make_unique<State>(options);
     st->name = name;
@@ -444,7 +444,8 @@ std::unique_ptr<Consumer::State> Consumer::attempt(const std::string &name,
     return st;
 }
 
-std::optional<Consumer> Consumer::try_open(const std::string &name, const ConsumerOptions &options) {
+std::optional<Consumer> Consumer::try_open(const std::string &name,
+                                           const ConsumerOptions &options) {
     detail::NotThere why;
     if (auto st = attempt(name, options, why))
         return Consumer(std::move(st));
@@ -529,11 +530,13 @@ bool Consumer::State::next(Clock::time_point deadline, bool wait, Frame *out) {
             : st.spin.budget_ns();
     if (spin_ns > 0) {
         const auto left = std::max<Duration>(deadline - Clock::now(), Duration{0});
-        const std::int64_t left_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+        const std::int64_t left_ns =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
         // Mostly watch one cache line, the ownership word of the buffer that usually comes
         // next; every line we poll is one the producer must take back when it publishes.
-        if (detail::spin_until(wait_start_ns + std::min(spin_ns, left_ns),
-                               [&] { return att->next_looks_queued(); }, got)) {
+        if (detail::spin_until(
+                wait_start_ns + std::min(spin_ns, left_ns),
+                [&] { return att->next_looks_queued(); }, got)) {
             st.spin.spun(posix::monotonic_ns() - wait_start_ns);
             return true;
         }
@@ -552,7 +555,8 @@ bool Consumer::State::next(Clock::time_point deadline, bool wait, Frame *out) {
     } slept{st.spin, wait_start_ns};
     for (;;) {
         std::int64_t now_ns = posix::monotonic_ns();
-        bool check = now_ns - st.last_check_ns.load(std::memory_order_relaxed) >= detail::LIVENESS_INTERVAL_NS;
+        bool check = now_ns - st.last_check_ns.load(std::memory_order_relaxed) >=
+                     detail::LIVENESS_INTERVAL_NS;
         if (check) {
             st.last_check_ns.store(now_ns, std::memory_order_relaxed);
             att->reassert();
@@ -606,8 +610,9 @@ bool Consumer::State::next(Clock::time_point deadline, bool wait, Frame *out) {
             return true;
         }
         if (att->segment().header()->closed.load(std::memory_order_seq_cst) == 0 && !st.closed)
-            posix::futex_wait(&c->publish_futex, seen,
-                              detail::interruptible(std::min<Duration>(deadline - now, detail::MAX_SLEEP)));
+            posix::futex_wait(
+                &c->publish_futex, seen,
+                detail::interruptible(std::min<Duration>(deadline - now, detail::MAX_SLEEP)));
         att->awake();
         slept.done = true;
         if (st.closed)

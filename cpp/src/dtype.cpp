@@ -25,9 +25,9 @@ DType DType::from_name(const std::string &name) {
         const char *name;
         DType dtype;
     } table[] = {
-        {"uint8", {UInt, 8}},    {"uint16", {UInt, 16}},  {"uint32", {UInt, 32}},
-        {"uint64", {UInt, 64}},  {"int8", {Int, 8}},      {"int16", {Int, 16}},
-        {"int32", {Int, 32}},    {"int64", {Int, 64}},    {"float16", {Float, 16}},
+        {"uint8", {UInt, 8}},     {"uint16", {UInt, 16}},   {"uint32", {UInt, 32}},
+        {"uint64", {UInt, 64}},   {"int8", {Int, 8}},       {"int16", {Int, 16}},
+        {"int32", {Int, 32}},     {"int64", {Int, 64}},     {"float16", {Float, 16}},
         {"float32", {Float, 32}}, {"float64", {Float, 64}}, {"bool", {Bool, 8}},
     };
     for (const auto &e : table)

@@ -39,17 +39,24 @@ inline constexpr std::size_t MAX_BUFFER_SIZE = std::size_t{1} << 40;
 inline constexpr std::size_t MAX_META_SIZE = std::size_t{1} << 20;
 
 // Byte offsets used as OFD locks (advisory, independent of the file's contents).
-inline constexpr off_t LOCK_PRODUCER = 0;  // pool file: held by the live producer for its life
-inline constexpr off_t LOCK_CONTROL = 1;   // control file: serializes attach and dead-slot cleanup
+inline constexpr off_t LOCK_PRODUCER = 0;   // pool file: held by the live producer for its life
+inline constexpr off_t LOCK_CONTROL = 1;    // control file: serializes attach and dead-slot cleanup
 inline constexpr off_t LOCK_SLOT_BASE = 64; // control file, slot s: held by its consumer
 
 inline constexpr std::uint64_t queued_bit(std::uint32_t slot) { return std::uint64_t{1} << slot; }
-inline constexpr std::uint64_t held_bit(std::uint32_t slot) { return std::uint64_t{1} << (slot + 32); }
-inline constexpr std::uint32_t queued_mask(std::uint64_t state) { return static_cast<std::uint32_t>(state); }
-inline constexpr std::uint32_t held_mask(std::uint64_t state) { return static_cast<std::uint32_t>(state >> 32); }
+inline constexpr std::uint64_t held_bit(std::uint32_t slot) {
+    return std::uint64_t{1} << (slot + 32);
+}
+inline constexpr std::uint32_t queued_mask(std::uint64_t state) {
+    return static_cast<std::uint32_t>(state);
+}
+inline constexpr std::uint32_t held_mask(std::uint64_t state) {
+    return static_cast<std::uint32_t>(state >> 32);
+}
 /// Both bits of every slot below max_consumers: anything else in a shared word is a stray.
 inline constexpr std::uint64_t slots_mask(std::uint32_t max_consumers) {
-    const std::uint64_t low = max_consumers >= 32 ? 0xffffffffull : (std::uint64_t{1} << max_consumers) - 1;
+    const std::uint64_t low =
+        max_consumers >= 32 ? 0xffffffffull : (std::uint64_t{1} << max_consumers) - 1;
     return low | (low << 32);
 }
 
@@ -80,11 +87,11 @@ struct alignas(CACHE_LINE) SlotDesc {
     std::atomic<std::uint64_t> received;
     std::atomic<std::uint64_t> dropped; // incremented by the producer when it takes a frame back
     std::atomic<std::uint64_t> skipped;
-    std::atomic<std::int32_t> pid;      // informational only: never used for liveness
+    std::atomic<std::int32_t> pid; // informational only: never used for liveness
     std::atomic<std::uint32_t> latest;
-    std::atomic<std::uint64_t> attached_ns;     // CLOCK_MONOTONIC_COARSE
-    std::atomic<std::uint64_t> last_seq_plus1;  // 0: nothing received yet
-    std::atomic<std::int64_t> last_receive_ns;  // CLOCK_MONOTONIC_COARSE, 0: never
+    std::atomic<std::uint64_t> attached_ns;    // CLOCK_MONOTONIC_COARSE
+    std::atomic<std::uint64_t> last_seq_plus1; // 0: nothing received yet
+    std::atomic<std::int64_t> last_receive_ns; // CLOCK_MONOTONIC_COARSE, 0: never
 };
 static_assert(sizeof(SlotDesc) == 64);
 
@@ -123,15 +130,15 @@ struct PoolHeader {
     std::uint64_t ctl_size;
 
     // Written by the producer after creation; read by everyone.
-    alignas(CACHE_LINE) std::atomic<std::uint32_t> ready;  // 1 once initialised
-    std::atomic<std::uint32_t> closed;                     // 1 after a clean producer close
+    alignas(CACHE_LINE) std::atomic<std::uint32_t> ready; // 1 once initialised
+    std::atomic<std::uint32_t> closed;                    // 1 after a clean producer close
     alignas(CACHE_LINE) std::atomic<std::uint64_t> published;
     std::atomic<std::uint64_t> dropped;
     // Statistics for outside readers (bips list/top); never read back by the producer.
     std::atomic<std::int64_t> last_publish_ns;  // CLOCK_MONOTONIC, 0: never
-    std::atomic<std::uint64_t> rate_mfps;        // frames/s x 1000 over the last full window
-    std::atomic<std::uint64_t> acquire_waits;    // acquires that found no free buffer and waited
-    std::atomic<std::uint64_t> acquire_wait_ns;  // time spent in those waits
+    std::atomic<std::uint64_t> rate_mfps;       // frames/s x 1000 over the last full window
+    std::atomic<std::uint64_t> acquire_waits;   // acquires that found no free buffer and waited
+    std::atomic<std::uint64_t> acquire_wait_ns; // time spent in those waits
 };
 
 /// The head of the control file. Everything after the immutable part is shared-writable.

@@ -26,7 +26,8 @@ Params make_params(const PoolOptions &o) {
     if (o.policy != Policy::block && o.policy != Policy::drop_oldest)
         throw InvalidArgument("unknown policy");
     if ((o.mode & ~mode_t{0777}) != 0 || (o.mode & 0600) != 0600)
-        throw InvalidArgument("mode must be a permission mode that includes 0600 (e.g. 0600, 0660, 0666)");
+        throw InvalidArgument(
+            "mode must be a permission mode that includes 0600 (e.g. 0600, 0660, 0666)");
     for (auto d : o.shape)
         if (d < 0)
             throw InvalidArgument("shape dimensions must be >= 0");
@@ -55,8 +56,8 @@ Params make_params(const PoolOptions &o) {
     p.ndim = static_cast<std::uint32_t>(o.shape.size());
     for (std::size_t i = 0; i < o.shape.size(); ++i)
         p.shape[i] = o.shape[i];
-    p.layout = compute_layout(p.capacity, p.max_consumers, p.buffer_size, p.meta_size,
-                              posix::page_size());
+    p.layout =
+        compute_layout(p.capacity, p.max_consumers, p.buffer_size, p.meta_size, posix::page_size());
     return p;
 }
 
@@ -91,9 +92,10 @@ Params validate_header(const std::string &name, const PoolHeader &h, std::size_t
                                std::to_string(posix::page_size()));
     Layout l = compute_layout(h.capacity, h.max_consumers, h.buffer_size, h.meta_size, page);
     if (h.control_size != l.control_size || h.desc_offset != l.desc_offset ||
-        h.slot_offset != l.slot_offset || h.ctl_size != l.ctl_size || h.meta_offset != l.meta_offset ||
-        h.meta_stride != l.meta_stride || h.data_offset != l.data_offset ||
-        h.buffer_stride != l.buffer_stride || h.file_size != l.file_size)
+        h.slot_offset != l.slot_offset || h.ctl_size != l.ctl_size ||
+        h.meta_offset != l.meta_offset || h.meta_stride != l.meta_stride ||
+        h.data_offset != l.data_offset || h.buffer_stride != l.buffer_stride ||
+        h.file_size != l.file_size)
         corrupt(name, "section offsets do not match its parameters");
     if (file_size != l.file_size)
         corrupt(name, "file is " + std::to_string(file_size) + " bytes, its header says " +

@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <dirent.h>
-#include <unistd.h>
 #include <memory>
+#include <unistd.h>
 
 namespace bips {
 
@@ -61,7 +61,8 @@ PoolInfo describe(const detail::Segment &seg) {
         si.dropped = sd->dropped.load(std::memory_order_relaxed);
         si.skipped = sd->skipped.load(std::memory_order_relaxed);
         si.attached_ns = sd->attached_ns.load(std::memory_order_relaxed);
-        si.last_seq = static_cast<std::int64_t>(sd->last_seq_plus1.load(std::memory_order_relaxed)) - 1;
+        si.last_seq =
+            static_cast<std::int64_t>(sd->last_seq_plus1.load(std::memory_order_relaxed)) - 1;
         si.last_receive_ns = sd->last_receive_ns.load(std::memory_order_relaxed);
         for (std::uint32_t i = 0; i < p.capacity; ++i) {
             std::uint64_t st = seg.state(i).load(std::memory_order_relaxed);
@@ -106,7 +107,8 @@ std::vector<PoolInfo> list_pools() {
             continue;
         n = n.substr(5);
         std::vector<std::string> *into = &names;
-        if (n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        if (n.size() > suffix.size() &&
+            n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0) {
             n.resize(n.size() - suffix.size());
             into = &ctl_names;
         }
@@ -143,8 +145,9 @@ std::vector<PoolInfo> list_pools() {
             } else if (status != detail::OpenStatus::not_found) {
                 PoolInfo info;
                 info.name = n;
-                info.error = status == detail::OpenStatus::initializing ? "being created"
-                                                                       : "incomplete (creator died)";
+                info.error = status == detail::OpenStatus::initializing
+                                 ? "being created"
+                                 : "incomplete (creator died)";
                 out.push_back(info);
             }
         } catch (const std::exception &e) {

@@ -19,8 +19,8 @@ namespace bips::detail {
 std::string pool_path(const std::string &name) { return "/dev/shm/bips." + name; }
 
 void corrupt(const std::string &name, const std::string &why) {
-    throw CorruptPool("pool '" + name + "' (" + pool_path(name) + ") is not a valid bips pool: " +
-                      why);
+    throw CorruptPool("pool '" + name + "' (" + pool_path(name) +
+                      ") is not a valid bips pool: " + why);
 }
 
 std::string uid_text(uid_t uid) { return "uid " + std::to_string(uid); }
@@ -29,8 +29,8 @@ void squatted(const std::string &name, const std::string &path, const struct sta
     throw std::system_error(EPERM, std::generic_category(),
                             "pool '" + name + "': " + path + " belongs to " + uid_text(st.st_uid) +
                                 ", and /dev/shm lets only its owner remove it; as that user or "
-                                "root run `bips clean " + name + "` (or rm " + path +
-                                "), or pick another pool name");
+                                "root run `bips clean " +
+                                name + "` (or rm " + path + "), or pick another pool name");
 }
 
 bool same_file(const struct stat &a, const struct stat &b) {

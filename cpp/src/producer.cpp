@@ -38,8 +38,8 @@ ProducerCore::ProducerCore(const std::string &name, const PoolOptions &options)
     }
     m_last_sweep_ns.store(posix::coarse_ns(), std::memory_order_relaxed);
     const Params &p = params();
-    m_default_nbytes = p.ndim ? frame_bytes(p.shape, p.ndim, p.dtype, p.buffer_size).value_or(0)
-                              : p.buffer_size;
+    m_default_nbytes =
+        p.ndim ? frame_bytes(p.shape, p.ndim, p.dtype, p.buffer_size).value_or(0) : p.buffer_size;
     m_round_robin = static_cast<std::uint64_t>(cap) * p.buffer_size <= ROUND_ROBIN_MAX_BYTES;
 }
 
@@ -136,7 +136,8 @@ std::int32_t ProducerCore::wake_batch() const noexcept {
         std::uint64_t st = m_seg->state(i).load(std::memory_order_relaxed);
         coming += st != 0 && held_mask(st) == 0;
     }
-    return std::max<std::int32_t>(1, std::min<std::int32_t>(coming, static_cast<std::int32_t>(cap / 2)));
+    return std::max<std::int32_t>(
+        1, std::min<std::int32_t>(coming, static_cast<std::int32_t>(cap / 2)));
 }
 
 Buffer ProducerCore::make_buffer(std::uint32_t index) {
@@ -185,10 +186,11 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
         std::int64_t start_ns;
         ~WaitStats() {
             PoolHeader *h = core->m_seg->header();
-            h->acquire_waits.store(core->m_acquire_waits.fetch_add(1, std::memory_order_relaxed) + 1,
+            h->acquire_waits.store(core->m_acquire_waits.fetch_add(1, std::memory_order_relaxed) +
+                                       1,
                                    std::memory_order_relaxed);
-            const auto ns =
-                static_cast<std::uint64_t>(std::max<std::int64_t>(0, posix::monotonic_ns() - start_ns));
+            const auto ns = static_cast<std::uint64_t>(
+                std::max<std::int64_t>(0, posix::monotonic_ns() - start_ns));
             h->acquire_wait_ns.store(
                 core->m_acquire_wait_ns.fetch_add(ns, std::memory_order_relaxed) + ns,
                 std::memory_order_relaxed);
@@ -200,7 +202,8 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
             const std::uint32_t i = m_cursor.load(std::memory_order_relaxed);
             return m_seg->state(i).load(std::memory_order_relaxed) == 0;
         };
-        const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now());
+        const auto left =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now());
         if (spin_until(start_ns + std::min<std::int64_t>(spin_ns, left.count()), hint, claim)) {
             m_spin.spun(posix::monotonic_ns() - start_ns);
             return make_buffer(idx);
@@ -242,7 +245,8 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
 void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *meta,
                            std::size_t meta_len) {
     if (!buf)
-        throw InvalidArgument("publish() needs an acquired buffer (this one is empty or already published)");
+        throw InvalidArgument(
+            "publish() needs an acquired buffer (this one is empty or already published)");
     if (buf.m_core.get() != this)
         throw InvalidArgument("this buffer belongs to another producer");
     m_seg->check_not_inherited();
@@ -362,7 +366,8 @@ ProducerStats ProducerCore::stats() const {
                 m_seg->state(i).load(std::memory_order_acquire) == 0;
     s.free = free;
     s.in_flight = s.capacity - free;
-    std::uint64_t active = m_seg->ctl()->active.load(std::memory_order_acquire) & m_seg->valid_slots();
+    std::uint64_t active =
+        m_seg->ctl()->active.load(std::memory_order_acquire) & m_seg->valid_slots();
     s.consumers = static_cast<std::uint32_t>(__builtin_popcountll(queued_mask(active)));
     s.acquire_waits = m_acquire_waits.load(std::memory_order_relaxed);
     s.acquire_wait_ns = m_acquire_wait_ns.load(std::memory_order_relaxed);
@@ -480,7 +485,9 @@ std::byte *Buffer::meta() const noexcept {
     return m_core ? m_core->segment().meta(m_index) : nullptr;
 }
 
-std::size_t Buffer::meta_capacity() const noexcept { return m_core ? m_core->params().meta_size : 0; }
+std::size_t Buffer::meta_capacity() const noexcept {
+    return m_core ? m_core->params().meta_size : 0;
+}
 
 BufferPin Buffer::pin() const {
     if (!m_core)

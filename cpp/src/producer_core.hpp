@@ -25,7 +25,9 @@ public:
     ProducerStats stats() const;
 
     void give_back(std::uint32_t index) noexcept;
-    void pin(std::uint32_t index) noexcept { m_pins[index].fetch_add(1, std::memory_order_acq_rel); }
+    void pin(std::uint32_t index) noexcept {
+        m_pins[index].fetch_add(1, std::memory_order_acq_rel);
+    }
     void unpin(std::uint32_t index) noexcept;
     bool owns(std::uint32_t index) const noexcept {
         return m_owned[index].load(std::memory_order_acquire) != 0;
@@ -57,18 +59,18 @@ private:
 
     std::shared_ptr<Segment> m_seg;
     SpinTuner m_spin; // how long acquire() spins before it sleeps
-    std::unique_ptr<std::atomic<std::uint8_t>[]> m_owned;  // acquired by this producer
-    std::unique_ptr<std::atomic<std::uint32_t>[]> m_pins;  // outside references (see BufferPin)
-    std::size_t m_default_nbytes = 0;                      // of the pool's default format
-    std::unique_ptr<Format[]> m_format;                    // owned by whoever acquired the buffer
-    std::unique_ptr<std::atomic<std::uint64_t>[]> m_seq;   // seq each buffer was last published with
+    std::unique_ptr<std::atomic<std::uint8_t>[]> m_owned; // acquired by this producer
+    std::unique_ptr<std::atomic<std::uint32_t>[]> m_pins; // outside references (see BufferPin)
+    std::size_t m_default_nbytes = 0;                     // of the pool's default format
+    std::unique_ptr<Format[]> m_format;                   // owned by whoever acquired the buffer
+    std::unique_ptr<std::atomic<std::uint64_t>[]> m_seq;  // seq each buffer was last published with
     std::atomic<std::uint64_t> m_next_seq{0};
     std::atomic<std::uint64_t> m_published{0};
     std::atomic<std::uint64_t> m_dropped{0};
     std::atomic<std::uint64_t> m_acquire_waits{0};
     std::atomic<std::uint64_t> m_acquire_wait_ns{0};
-    std::int64_t m_rate_start_ns = 0;      // under m_publish_mutex
-    std::uint64_t m_rate_start_count = 0;  // under m_publish_mutex
+    std::int64_t m_rate_start_ns = 0;       // under m_publish_mutex
+    std::uint64_t m_rate_start_count = 0;   // under m_publish_mutex
     bool m_round_robin = true;              // else lowest free buffer first (see claim_free())
     std::atomic<std::uint32_t> m_cursor{0}; // where round-robin claim_free() starts looking
     std::atomic<std::int64_t> m_last_sweep_ns{0};

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // What the parties do through a mapped segment: the wake-ups on its futex words, the producer's
 // restoration of its headers, losses to a peer's truncation, and counting free buffers.
-#include "pool_files.hpp"
 #include "segment.hpp"
+#include "pool_files.hpp"
 
 #include <bips/errors.hpp>
 
@@ -13,8 +13,9 @@ namespace bips::detail {
 
 void Segment::throw_lost() const {
     throw CorruptPool("pool '" + m_name + "': another process truncated its files (" +
-                          pool_path(m_name) + "); nothing written or read since reached anyone. "
-                          "Close this handle; a new producer re-creates the pool");
+                      pool_path(m_name) +
+                      "); nothing written or read since reached anyone. "
+                      "Close this handle; a new producer re-creates the pool");
 }
 
 bool Segment::restore_headers() noexcept {

@@ -75,7 +75,8 @@ public:
     }
     /// Buffer i's ownership word in the control file (shared-writable).
     std::atomic<std::uint64_t> &state(std::uint32_t i) const noexcept {
-        return (reinterpret_cast<StateWord *>(m_ctl.data() + m_params.layout.state_offset) + i)->state;
+        return (reinterpret_cast<StateWord *>(m_ctl.data() + m_params.layout.state_offset) + i)
+            ->state;
     }
     SlotDesc *slot(std::uint32_t s) const noexcept {
         return reinterpret_cast<SlotDesc *>(m_ctl.data() + m_params.layout.slot_offset) + s;
@@ -83,7 +84,7 @@ public:
     /// Where the producer notes which buffer carries `seq`: a hint for consumers, always checked.
     std::atomic<std::uint32_t> *ring(std::uint64_t seq) const noexcept {
         return reinterpret_cast<std::atomic<std::uint32_t> *>(m_head.data() +
-                                                             m_params.layout.ring_offset) +
+                                                              m_params.layout.ring_offset) +
                seq % m_params.capacity;
     }
     std::byte *data(std::uint32_t i) const noexcept {

@@ -121,9 +121,9 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
             posix::throw_errno("fchmod(" + shm + ")");
         size_file(fd, l.file_size, shm);
         seg->m_head = posix::Mapping(fd, l.control_size, 0, PROT_READ | PROT_WRITE, shm);
-        seg->m_payload = posix::Mapping(fd, l.file_size - l.control_size,
-                                        static_cast<off_t>(l.control_size),
-                                        PROT_READ | PROT_WRITE, shm);
+        seg->m_payload =
+            posix::Mapping(fd, l.file_size - l.control_size, static_cast<off_t>(l.control_size),
+                           PROT_READ | PROT_WRITE, shm);
         PoolHeader *h = seg->header();
         std::memcpy(h->magic, MAGIC, sizeof(MAGIC));
         h->layout_version = LAYOUT_VERSION;

@@ -52,9 +52,9 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
     // Not usable (yet): being created while its creator holds the lock; gone if the name no
     // longer refers to it (it was created, used and closed while we looked); else abandoned.
     auto unready = [&]() -> std::shared_ptr<Segment> {
-        *status = creator_alive()               ? OpenStatus::initializing
-                  : !name_refers_to(shm, st)    ? OpenStatus::not_found
-                                                : OpenStatus::stale;
+        *status = creator_alive()            ? OpenStatus::initializing
+                  : !name_refers_to(shm, st) ? OpenStatus::not_found
+                                             : OpenStatus::stale;
         return nullptr;
     };
     if (size == 0)
@@ -78,8 +78,8 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
             corrupt(name, "bad magic");
         if (std::memcmp(h->magic, MAGIC, sizeof(MAGIC)) == 0 && h->layout_version != LAYOUT_VERSION)
             throw IncompatiblePool("pool '" + name + "' has layout version " +
-                                   std::to_string(h->layout_version) + "; this bips reads version " +
-                                   std::to_string(LAYOUT_VERSION) +
+                                   std::to_string(h->layout_version) +
+                                   "; this bips reads version " + std::to_string(LAYOUT_VERSION) +
                                    " (upgrade or restart the producer)");
         *status = OpenStatus::stale; // sized or half-written, and its creator died
         return nullptr;
@@ -92,13 +92,14 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
     if (h->layout_version != LAYOUT_VERSION)
         throw IncompatiblePool("pool '" + name + "' has layout version " +
                                std::to_string(h->layout_version) + "; this bips reads version " +
-                               std::to_string(LAYOUT_VERSION) + " (upgrade or restart the producer)");
+                               std::to_string(LAYOUT_VERSION) +
+                               " (upgrade or restart the producer)");
     Params p = validate_header(name, *h, size);
     const std::uint64_t instance = h->instance_id;
 
     // The control file: it must be the one made with this pool file.
-    posix::File c = posix::shm_open_file(ctl_shm, access == Access::inspect ? O_RDONLY : O_RDWR, 0,
-                                         ENOENT);
+    posix::File c =
+        posix::shm_open_file(ctl_shm, access == Access::inspect ? O_RDONLY : O_RDWR, 0, ENOENT);
     // A pool closing under us removes its two names one after the other: gone, not broken.
     auto going = [&] {
         return h->closed.load(std::memory_order_relaxed) != 0 || !name_refers_to(shm, st);

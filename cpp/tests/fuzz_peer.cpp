@@ -250,7 +250,7 @@ public:
             ++m_not_writable[path]; // read-only to us (or gone): the design says skip it
             return;
         }
-        struct stat st {};
+        struct stat st{};
         if (::fstat(fd, &st) != 0 || st.st_size < 8) {
             ::close(fd);
             return;
@@ -307,12 +307,39 @@ private:
 
     // Values that break counts, sizes, offsets, indices and bit masks when trusted.
     std::uint64_t target_value(std::uint64_t current, std::size_t size) {
-        static const std::uint64_t fixed[] = {
-            0, 1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 63, 64, 65, 255, 256, 1023, 1024, 1025,
-            ~std::uint64_t{0}, ~std::uint64_t{0} - 1, 0x7fffffffffffffffULL, 0x8000000000000000ULL,
-            0x7fffffffULL, 0x80000000ULL, 0xffffffffULL, std::uint64_t{1} << 32,
-            (std::uint64_t{1} << 32) + 1, std::uint64_t{1} << 40, std::uint64_t{1} << 62,
-            0x5555555555555555ULL, 0xffffffff00000000ULL};
+        static const std::uint64_t fixed[] = {0,
+                                              1,
+                                              2,
+                                              3,
+                                              4,
+                                              5,
+                                              7,
+                                              8,
+                                              9,
+                                              31,
+                                              32,
+                                              33,
+                                              63,
+                                              64,
+                                              65,
+                                              255,
+                                              256,
+                                              1023,
+                                              1024,
+                                              1025,
+                                              ~std::uint64_t{0},
+                                              ~std::uint64_t{0} - 1,
+                                              0x7fffffffffffffffULL,
+                                              0x8000000000000000ULL,
+                                              0x7fffffffULL,
+                                              0x80000000ULL,
+                                              0xffffffffULL,
+                                              std::uint64_t{1} << 32,
+                                              (std::uint64_t{1} << 32) + 1,
+                                              std::uint64_t{1} << 40,
+                                              std::uint64_t{1} << 62,
+                                              0x5555555555555555ULL,
+                                              0xffffffff00000000ULL};
         constexpr std::uint64_t n_fixed = sizeof fixed / sizeof fixed[0];
         switch (below(4)) {
         case 0: { // near a size the segment itself has
@@ -331,9 +358,18 @@ private:
         const std::size_t limit = size - len;
         std::size_t off;
         switch (below(10)) {
-        case 0: case 1: case 2: case 3: off = below(std::min(m_page, limit + 1)); break;
-        case 4: case 5: off = below(std::min(16 * m_page, limit + 1)); break;
-        default: off = below(limit + 1);
+        case 0:
+        case 1:
+        case 2:
+        case 3:
+            off = below(std::min(m_page, limit + 1));
+            break;
+        case 4:
+        case 5:
+            off = below(std::min(16 * m_page, limit + 1));
+            break;
+        default:
+            off = below(limit + 1);
         }
         return std::min(off / align * align, limit / align * align);
     }
@@ -388,9 +424,15 @@ private:
             auto *word = reinterpret_cast<std::uint64_t *>(p + off);
             const std::uint64_t bit = std::uint64_t{1} << below(64);
             switch (below(3)) {
-            case 0: __atomic_fetch_xor(word, bit, __ATOMIC_RELAXED); break;
-            case 1: __atomic_fetch_or(word, bit, __ATOMIC_RELAXED); break;
-            default: __atomic_fetch_and(word, ~bit, __ATOMIC_RELAXED); break;
+            case 0:
+                __atomic_fetch_xor(word, bit, __ATOMIC_RELAXED);
+                break;
+            case 1:
+                __atomic_fetch_or(word, bit, __ATOMIC_RELAXED);
+                break;
+            default:
+                __atomic_fetch_and(word, ~bit, __ATOMIC_RELAXED);
+                break;
             }
             mark(f, off, 8);
             ++m_ops[BIT];
@@ -446,7 +488,7 @@ void drop_capabilities() {
 
 int run_hostile(const std::string &name, double seconds, std::uint64_t seed) {
     drop_capabilities();
-    struct sigaction sa {};
+    struct sigaction sa{};
     sa.sa_handler = on_sigbus;
     sigemptyset(&sa.sa_mask);
     ::sigaction(SIGBUS, &sa, nullptr);
@@ -646,8 +688,8 @@ std::vector<std::string> judge(const std::vector<Child> &children, Clock::time_p
                           c.role.c_str(), c.pid, WTERMSIG(c.status), strsignal(WTERMSIG(c.status)),
                           t);
         } else if (WEXITSTATUS(c.status) != 0) {
-            std::snprintf(line, sizeof line, "%s (pid %d) exited with %d at %.1f s",
-                          c.role.c_str(), c.pid, WEXITSTATUS(c.status), t);
+            std::snprintf(line, sizeof line, "%s (pid %d) exited with %d at %.1f s", c.role.c_str(),
+                          c.pid, WEXITSTATUS(c.status), t);
         } else if (c.ended > overrun_at) {
             std::snprintf(line, sizeof line, "%s (pid %d) overran its deadline: exited at %.1f s",
                           c.role.c_str(), c.pid, t);
@@ -681,8 +723,8 @@ int run_drive(const std::string &secs, std::uint64_t seed, const char *seed_sour
     std::fflush(stdout);
 
     const auto start = Clock::now();
-    const auto chaos_end = start + std::chrono::duration_cast<Clock::duration>(
-                                       std::chrono::duration<double>(seconds));
+    const auto chaos_end =
+        start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
     std::vector<Child> chaos;
     chaos.push_back(spawn("producer", {name, secs, "--policy", policy}));
     chaos.push_back(spawn("consumer", {name, secs}));
@@ -729,8 +771,8 @@ int run_drive(const std::string &secs, std::uint64_t seed, const char *seed_sour
                 static_cast<unsigned long long>(seed), took);
     for (const std::string &f : failures)
         std::printf("  %s\n", f.c_str());
-    std::printf("  rerun: BIPS_FUZZ_SEED=%llu %s drive %s\n",
-                static_cast<unsigned long long>(seed), g_self.c_str(), secs.c_str());
+    std::printf("  rerun: BIPS_FUZZ_SEED=%llu %s drive %s\n", static_cast<unsigned long long>(seed),
+                g_self.c_str(), secs.c_str());
     return 1;
 }
 

@@ -49,7 +49,7 @@ bool wait_until(const std::function<bool()> &pred, std::chrono::milliseconds tim
 /// A forked child process. The destructor SIGKILLs and reaps it if nobody waited for it, so a
 /// failing test never leaves a process behind.
 class Child {
-  public:
+public:
     Child() = default;
     /// Forks; the child arms alarm(alarm_s) as a hard stop, runs `body`, and _exit()s with its
     /// return value, or 100 + n if n checks failed in it, or 99 if it threw.
@@ -67,13 +67,13 @@ class Child {
     /// SIGKILLs the child and reaps it.
     void kill();
 
-  private:
+private:
     pid_t m_pid = -1;
 };
 
 /// A pipe: a child writes one byte to say "ready", the parent waits for it with a timeout.
 class Pipe {
-  public:
+public:
     Pipe();
     Pipe(const Pipe &) = delete;
     Pipe &operator=(const Pipe &) = delete;
@@ -82,7 +82,7 @@ class Pipe {
     /// The next byte, or -1 if none came within `timeout` (or the writer closed its end).
     int wait(std::chrono::milliseconds timeout) const;
 
-  private:
+private:
     int m_fd[2] = {-1, -1};
 };
 
@@ -94,7 +94,7 @@ std::vector<unsigned char> read_shm_file(const std::string &name);
 /// A whole file mapped shared and read-write, as a peer with write access maps a pool's file
 /// (raw open + mmap, no bips code). REQUIREs that it opens.
 class MappedFile {
-  public:
+public:
     explicit MappedFile(const std::string &path);
     MappedFile(const MappedFile &) = delete;
     MappedFile &operator=(const MappedFile &) = delete;
@@ -112,7 +112,7 @@ class MappedFile {
         return v;
     }
 
-  private:
+private:
     int m_fd = -1;
     unsigned char *m_map = nullptr;
     std::size_t m_size = 0;
@@ -121,13 +121,13 @@ class MappedFile {
 /// Unlinks /dev/shm/bips.NAME and its control file when it goes out of scope (for files the
 /// tests forge).
 class ScopedUnlink {
-  public:
+public:
     explicit ScopedUnlink(std::string name) : m_name(std::move(name)) {}
     ScopedUnlink(const ScopedUnlink &) = delete;
     ScopedUnlink &operator=(const ScopedUnlink &) = delete;
     ~ScopedUnlink();
 
-  private:
+private:
     std::string m_name;
 };
 

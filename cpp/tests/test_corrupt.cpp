@@ -128,7 +128,7 @@ Image valid_image(const ImageSpec &s = {}, const std::string &name = "forged") {
 /// Holds the producer lock (byte 0, OFD) of a forged pool, so that it looks alive, and maps
 /// its files.
 class FakeProducer {
-  public:
+public:
     explicit FakeProducer(const std::string &name) : m_pool(shm_path(name)) {
         struct flock fl{};
         fl.l_type = F_WRLCK;
@@ -149,7 +149,7 @@ class FakeProducer {
         m_ctl->set(off, v);
     }
 
-  private:
+private:
     MappedFile m_pool;
     std::optional<MappedFile> m_ctl;
 };
@@ -294,7 +294,8 @@ BIPS_TEST(truncated_segments_are_refused) {
 }
 
 BIPS_TEST(other_layout_versions_are_incompatible) {
-    for (std::uint32_t v : {0u, detail::LAYOUT_VERSION - 1, detail::LAYOUT_VERSION + 1, 0xffffffffu}) {
+    for (std::uint32_t v :
+         {0u, detail::LAYOUT_VERSION - 1, detail::LAYOUT_VERSION + 1, 0xffffffffu}) {
         Image img = valid_image();
         img.set<std::uint32_t>(HDR(layout_version), v);
         expect_refused(img.bytes, Verdict::incompatible,

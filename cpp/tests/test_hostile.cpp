@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <system_error>
 #include <thread>
-#include <vector>
 #include <unistd.h>
+#include <vector>
 
 using namespace bips;
 using namespace bips::test;
@@ -28,10 +28,10 @@ namespace {
 /// A read-write mapping of one of a pool's files, as a hostile peer of the same uid makes it
 /// (the pool file has no write bit: such a peer chmods it first).
 class Scribbler : public MappedFile {
-  public:
+public:
     explicit Scribbler(const std::string &path) : MappedFile(writable(path)) {}
 
-  private:
+private:
     static const std::string &writable(const std::string &path) {
         REQUIRE(::chmod(path.c_str(), 0600) == 0);
         return path;
@@ -115,8 +115,8 @@ BIPS_TEST(stray_bits_never_wedge_a_pool) {
                 cons.emplace(name);
             const auto l = layout_of(o, prod.buffer_size());
             Scribbler ctl(ctl_path(name));
-            const std::uint64_t stray_slots = detail::queued_bit(31) | detail::queued_bit(3) |
-                                              detail::queued_bit(2);
+            const std::uint64_t stray_slots =
+                detail::queued_bit(31) | detail::queued_bit(3) | detail::queued_bit(2);
             for (int round = 0; round < 30; ++round) {
                 if (round % 5 == 0) {
                     // A dying or buggy writer: bits past max_consumers, for unattached slots,
@@ -124,9 +124,9 @@ BIPS_TEST(stray_bits_never_wedge_a_pool) {
                     ctl.set<std::uint64_t>(offsetof(ControlHeader, active),
                                            ctl.get<std::uint64_t>(offsetof(ControlHeader, active)) |
                                                stray_slots | (std::uint64_t{1} << 40));
-                    ctl.set<std::uint64_t>(offsetof(ControlHeader, attached),
-                                           ctl.get<std::uint64_t>(offsetof(ControlHeader, attached)) |
-                                               stray_slots);
+                    ctl.set<std::uint64_t>(
+                        offsetof(ControlHeader, attached),
+                        ctl.get<std::uint64_t>(offsetof(ControlHeader, attached)) | stray_slots);
                     for (std::uint32_t i = 0; i < o.capacity; ++i) {
                         const std::size_t s = l.state_offset + i * sizeof(detail::StateWord);
                         ctl.set<std::uint64_t>(s, ctl.get<std::uint64_t>(s) | detail::held_bit(31) |
@@ -188,11 +188,17 @@ BIPS_TEST(consumers_check_the_pool_owner) {
     Producer prod(name, small_pool(2));
     const auto me = static_cast<std::int64_t>(::geteuid());
     ConsumerOptions o;
-    { Consumer c(name, o); } // OWNER_SELF: our own pool
+    {
+        Consumer c(name, o);
+    } // OWNER_SELF: our own pool
     o.owner = me;
-    { Consumer c(name, o); }
+    {
+        Consumer c(name, o);
+    }
     o.owner = ANY_OWNER;
-    { Consumer c(name, o); }
+    {
+        Consumer c(name, o);
+    }
     o.owner = me + 4242; // a uid that does not own it
     bool refused = false;
     try {
@@ -321,7 +327,9 @@ BIPS_TEST(frames_queued_by_a_peer_are_never_delivered) {
         const auto l = layout_of(o, prod.buffer_size());
         Scribbler ctl(ctl_path(name));
         const std::uint32_t slot = cons.stats().slot;
-        auto state_of = [&](std::uint32_t i) { return l.state_offset + i * sizeof(detail::StateWord); };
+        auto state_of = [&](std::uint32_t i) {
+            return l.state_offset + i * sizeof(detail::StateWord);
+        };
         // A frame the producer is writing.
         Buffer b = prod.acquire(1s);
         const std::uint32_t writing = b.index();

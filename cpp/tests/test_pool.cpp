@@ -70,7 +70,8 @@ BIPS_TEST(pool_info_describes_a_live_pool) {
     // Statistics kept in the segment for outside readers.
     const std::int64_t t_now = posix_monotonic_ns();
     CHECK(info.last_publish_ns > 0 && info.last_publish_ns <= t_now);
-    CHECK(info.slots[0].attached_ns > 0 && static_cast<std::int64_t>(info.slots[0].attached_ns) <= t_now);
+    CHECK(info.slots[0].attached_ns > 0 &&
+          static_cast<std::int64_t>(info.slots[0].attached_ns) <= t_now);
     CHECK_EQ(info.slots[0].last_seq, 0);
     CHECK(info.slots[0].last_receive_ns >= static_cast<std::int64_t>(info.slots[0].attached_ns));
     CHECK_EQ(info.slots[1].last_seq, -1);

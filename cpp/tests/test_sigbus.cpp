@@ -39,7 +39,7 @@ const std::size_t PAGE = posix::page_size();
 
 /// /dev/shm/bips.NAME, `pages` pages of `fill`, open read-write; unlinked when it goes away.
 class ShmFile {
-  public:
+public:
     ShmFile(std::size_t pages, unsigned char fill) : m_name(unique_name()), m_size(pages * PAGE) {
         m_fd = ::open(path().c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         REQUIRE(m_fd >= 0);
@@ -63,7 +63,7 @@ class ShmFile {
         ::close(fd);
     }
 
-  private:
+private:
     std::string m_name;
     std::size_t m_size;
     int m_fd = -1;

@@ -23,8 +23,8 @@ using namespace bips::test;
 namespace {
 
 constexpr std::uint32_t ROUNDS = 300 / SLOWDOWN; // TSan runs several times slower
-constexpr std::uint32_t MAX_FAILED_ROUNDS = 20; // enough to say how often; then stop
-constexpr auto WAIT = 5000ms * SLOWDOWN;        // every wait of a party
+constexpr std::uint32_t MAX_FAILED_ROUNDS = 20;  // enough to say how often; then stop
+constexpr auto WAIT = 5000ms * SLOWDOWN;         // every wait of a party
 constexpr unsigned BUSY_LOOPS = 2;
 
 enum Party : unsigned { PRODUCER, CONSUMER, EAGER, INSPECTOR, PARTIES };
@@ -43,10 +43,10 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 /// A Board in MAP_SHARED anonymous memory, unmapped at the end.
 class SharedBoard {
-  public:
+public:
     SharedBoard() {
-        void *p = ::mmap(nullptr, sizeof(Board), PROT_READ | PROT_WRITE,
-                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        void *p = ::mmap(nullptr, sizeof(Board), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                         -1, 0);
         if (p == MAP_FAILED)
             throw std::system_error(errno, std::generic_category(), "mmap(board)");
         m_board = new (p) Board();
@@ -56,7 +56,7 @@ class SharedBoard {
     SharedBoard &operator=(const SharedBoard &) = delete;
     Board &operator*() const noexcept { return *m_board; }
 
-  private:
+private:
     Board *m_board = nullptr;
 };
 

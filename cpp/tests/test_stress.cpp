@@ -15,7 +15,7 @@ namespace {
 
 /// Frames handed from a consumer thread to a releaser thread.
 class FrameQueue {
-  public:
+public:
     void push(Frame f) {
         {
             std::lock_guard<std::mutex> lock(m_mutex);
@@ -41,7 +41,7 @@ class FrameQueue {
         return f;
     }
 
-  private:
+private:
     std::mutex m_mutex;
     std::condition_variable m_cv;
     std::deque<Frame> m_frames;

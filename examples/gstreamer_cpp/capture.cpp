@@ -491,7 +491,7 @@ int main(int argc, char **argv) {
 
     // A first Ctrl-C (or SIGTERM) stops cleanly: the pool is closed, so consumers see the end
     // of the stream. SA_RESETHAND lets a second one kill at once.
-    struct sigaction sa {};
+    struct sigaction sa{};
     sa.sa_handler = on_signal;
     sa.sa_flags = SA_RESETHAND;
     sigemptyset(&sa.sa_mask);

@@ -131,11 +131,11 @@ typedef struct bips_producer_options {
 
 /// Per-consumer settings. Start from bips_consumer_options_init().
 typedef struct bips_consumer_options {
-    int64_t wait_ns; ///< how long bips_consumer_open waits for the pool (default 0: not at all)
-    int64_t spin_ns; ///< busy-poll this long before sleeping in receive (default 0)
-    int64_t owner;   ///< BIPS_OWNER_SELF (default), BIPS_ANY_OWNER or a uid
-    int latest;      ///< non-zero: receive returns the newest queued frame, gives older ones back
-    int reconnect;   ///< non-zero: follow a new producer instead of BIPS_ERR_PRODUCER_GONE
+    int64_t wait_ns;   ///< how long bips_consumer_open waits for the pool (default 0: not at all)
+    int64_t spin_ns;   ///< busy-poll this long before sleeping in receive (default 0)
+    int64_t owner;     ///< BIPS_OWNER_SELF (default), BIPS_ANY_OWNER or a uid
+    int latest;        ///< non-zero: receive returns the newest queued frame, gives older ones back
+    int reconnect;     ///< non-zero: follow a new producer instead of BIPS_ERR_PRODUCER_GONE
     int adaptive_spin; ///< non-zero (default): with spin_ns 0, receive spins briefly before
                        ///< sleeping while recent waits were short (docs/concepts.md)
 } bips_consumer_options;
@@ -150,8 +150,8 @@ typedef struct bips_buffer bips_buffer;
 
 /// Producer-side counters; a snapshot.
 typedef struct bips_producer_stats {
-    uint64_t published;       ///< frames published since the pool was created
-    uint64_t dropped;         ///< queued frames taken back under BIPS_POLICY_DROP_OLDEST
+    uint64_t published; ///< frames published since the pool was created
+    uint64_t dropped;   ///< queued frames taken back under BIPS_POLICY_DROP_OLDEST
     uint32_t capacity;
     uint32_t free;            ///< buffers neither acquired nor referenced by any consumer
     uint32_t in_flight;       ///< capacity - free
@@ -340,9 +340,9 @@ typedef struct bips_slot_info {
     uint64_t skipped;
     uint32_t queued;
     uint32_t held;
-    uint64_t attached_ns;     ///< CLOCK_MONOTONIC when it attached
-    int64_t last_seq;         ///< seq of the last frame received; -1: none yet
-    int64_t last_receive_ns;  ///< CLOCK_MONOTONIC of the last receive; 0: never
+    uint64_t attached_ns;    ///< CLOCK_MONOTONIC when it attached
+    int64_t last_seq;        ///< seq of the last frame received; -1: none yet
+    int64_t last_receive_ns; ///< CLOCK_MONOTONIC of the last receive; 0: never
 } bips_slot_info;
 
 /// Every bips pool under /dev/shm; entries that cannot be read are listed with `error` set.

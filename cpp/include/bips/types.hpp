@@ -98,13 +98,13 @@ using Shape = std::vector<std::int64_t>;
 
 /// Everything a producer fixes when it creates a pool.
 struct PoolOptions {
-    std::uint32_t capacity = 8;     ///< number of buffers
-    std::size_t buffer_size = 0;    ///< bytes per buffer; 0 = derived from shape and dtype
-    Shape shape;                    ///< default frame shape (consumers get shaped arrays)
-    DType dtype = UINT8;            ///< default element type
-    std::size_t meta_size = 0;      ///< bytes of user metadata per frame
-    Policy policy = Policy::block;  ///< overflow policy
-    mode_t mode = 0600;             ///< permissions of the segment (0660/0666 for other users)
+    std::uint32_t capacity = 8;    ///< number of buffers
+    std::size_t buffer_size = 0;   ///< bytes per buffer; 0 = derived from shape and dtype
+    Shape shape;                   ///< default frame shape (consumers get shaped arrays)
+    DType dtype = UINT8;           ///< default element type
+    std::size_t meta_size = 0;     ///< bytes of user metadata per frame
+    Policy policy = Policy::block; ///< overflow policy
+    mode_t mode = 0600;            ///< permissions of the segment (0660/0666 for other users)
     std::uint32_t max_consumers = 8;
     /// acquire() spins briefly before sleeping on a full pool while recent waits were short
     /// (a few microseconds at most; never on a machine with one CPU). ProducerStats::spins and
@@ -119,10 +119,10 @@ inline constexpr std::int64_t OWNER_SELF = -1;
 inline constexpr std::int64_t ANY_OWNER = -2;
 
 struct ConsumerOptions {
-    bool latest = false;          ///< receive() returns the newest queued frame, gives older ones back
-    Duration wait{0};             ///< how long the constructor waits for the pool (0: fail at once)
-    bool reconnect = false;       ///< follow a new producer instead of raising ProducerGone
-    Duration spin{0};             ///< busy-poll this long before sleeping in receive()
+    bool latest = false;    ///< receive() returns the newest queued frame, gives older ones back
+    Duration wait{0};       ///< how long the constructor waits for the pool (0: fail at once)
+    bool reconnect = false; ///< follow a new producer instead of raising ProducerGone
+    Duration spin{0};       ///< busy-poll this long before sleeping in receive()
     /// With spin 0: receive() spins briefly before sleeping while recent waits were short (a
     /// few microseconds at most; never on a machine with one CPU). See ConsumerStats::spins.
     bool adaptive_spin = true;
@@ -133,26 +133,26 @@ struct ConsumerOptions {
 
 /// Producer-side counters; a snapshot.
 struct ProducerStats {
-    std::uint64_t published = 0;  ///< frames published since the pool was created
-    std::uint64_t dropped = 0;    ///< queued frames taken back under drop_oldest
+    std::uint64_t published = 0; ///< frames published since the pool was created
+    std::uint64_t dropped = 0;   ///< queued frames taken back under drop_oldest
     std::uint32_t capacity = 0;
-    std::uint32_t free = 0;       ///< buffers neither acquired nor referenced by any consumer
-    std::uint32_t in_flight = 0;  ///< capacity - free
-    std::uint32_t consumers = 0;  ///< attached consumers
+    std::uint32_t free = 0;            ///< buffers neither acquired nor referenced by any consumer
+    std::uint32_t in_flight = 0;       ///< capacity - free
+    std::uint32_t consumers = 0;       ///< attached consumers
     std::uint64_t acquire_waits = 0;   ///< acquires that found no free buffer and waited
     std::uint64_t acquire_wait_ns = 0; ///< total time spent in those waits
-    std::uint64_t spins = 0;  ///< waits in acquire() that ended while spinning (no sleep)
-    std::uint64_t sleeps = 0; ///< waits in acquire() that slept
+    std::uint64_t spins = 0;           ///< waits in acquire() that ended while spinning (no sleep)
+    std::uint64_t sleeps = 0;          ///< waits in acquire() that slept
 };
 
 /// Consumer-side counters; a snapshot.
 struct ConsumerStats {
-    std::uint64_t received = 0;  ///< frames returned by receive()
-    std::uint64_t dropped = 0;   ///< frames the producer took back before this consumer got them
-    std::uint64_t skipped = 0;   ///< older frames given back by latest=true
-    std::uint32_t queued = 0;    ///< frames waiting for this consumer now
-    std::uint32_t held = 0;      ///< frames this consumer holds now
-    std::uint32_t slot = 0;      ///< consumer slot index in the pool
+    std::uint64_t received = 0; ///< frames returned by receive()
+    std::uint64_t dropped = 0;  ///< frames the producer took back before this consumer got them
+    std::uint64_t skipped = 0;  ///< older frames given back by latest=true
+    std::uint32_t queued = 0;   ///< frames waiting for this consumer now
+    std::uint32_t held = 0;     ///< frames this consumer holds now
+    std::uint32_t slot = 0;     ///< consumer slot index in the pool
     std::uint64_t reconnects = 0;
     std::uint64_t spins = 0;  ///< waits in receive() that ended while spinning (no sleep)
     std::uint64_t sleeps = 0; ///< waits in receive() that slept
@@ -162,13 +162,14 @@ struct ConsumerStats {
 struct SlotInfo {
     std::uint32_t slot = 0;
     bool alive = false;
-    std::int32_t pid = 0;  ///< pid in the consumer's own namespace (informational only)
+    std::int32_t pid = 0; ///< pid in the consumer's own namespace (informational only)
     bool latest = false;
     std::uint64_t received = 0, dropped = 0, skipped = 0;
     std::uint32_t queued = 0, held = 0;
-    std::uint64_t attached_ns = 0;     ///< CLOCK_MONOTONIC when the consumer attached (coarse: ~ms)
-    std::int64_t last_seq = -1;        ///< seq of the last frame received; -1: none yet
-    std::int64_t last_receive_ns = 0;  ///< CLOCK_MONOTONIC of the last receive (coarse: ~ms); 0: never
+    std::uint64_t attached_ns = 0; ///< CLOCK_MONOTONIC when the consumer attached (coarse: ~ms)
+    std::int64_t last_seq = -1;    ///< seq of the last frame received; -1: none yet
+    std::int64_t last_receive_ns =
+        0; ///< CLOCK_MONOTONIC of the last receive (coarse: ~ms); 0: never
 };
 
 /// A pool as seen from outside, read without attaching.
@@ -188,10 +189,10 @@ struct PoolInfo {
     std::uint32_t free = 0;
     std::uint64_t published = 0;
     std::uint64_t dropped = 0;
-    std::int64_t last_publish_ns = 0;   ///< CLOCK_MONOTONIC of the last publish; 0: never
-    double fps = 0;                     ///< frames/s over the last full second; 0 when idle > 2 s
-    std::uint64_t acquire_waits = 0;    ///< acquires that found no free buffer and waited
-    std::uint64_t acquire_wait_ns = 0;  ///< total time spent in those waits
+    std::int64_t last_publish_ns = 0;  ///< CLOCK_MONOTONIC of the last publish; 0: never
+    double fps = 0;                    ///< frames/s over the last full second; 0 when idle > 2 s
+    std::uint64_t acquire_waits = 0;   ///< acquires that found no free buffer and waited
+    std::uint64_t acquire_wait_ns = 0; ///< total time spent in those waits
     Shape shape;
     DType dtype;
     std::int32_t producer_pid = 0;

@@ -40,11 +40,11 @@ struct PlaneSpec {
 
 /// A raw video format of the convention.
 struct FormatSpec {
-    const char *name;           ///< GStreamer's name of the format ("RGB", "I420", ...)
-    std::uint32_t n_planes;     ///< planes[0 .. n_planes)
+    const char *name;       ///< GStreamer's name of the format ("RGB", "I420", ...)
+    std::uint32_t n_planes; ///< planes[0 .. n_planes)
     PlaneSpec planes[3];
-    bool image;                 ///< packed: published with its image shape when rows are unpadded
-    bool big_endian;            ///< samples wider than a byte are big-endian
+    bool image;      ///< packed: published with its image shape when rows are unpadded
+    bool big_endian; ///< samples wider than a byte are big-endian
 };
 
 /// Every format of the convention: those bipssink and bipssrc accept, and GRAY16_BE.
@@ -96,7 +96,7 @@ struct FrameLayout {
     std::size_t nbytes = 0; ///< bytes published (the whole frame, padding included)
     Shape shape;            ///< (h, w, c), (h, w) or (nbytes,)
     DType dtype = UINT8;
-    bool image = false;     ///< shape is the image's, not (nbytes,)
+    bool image = false; ///< shape is the image's, not (nbytes,)
 };
 
 /// The layout of a `width` x `height` frame of `format` whose planes are `planes` in a buffer of

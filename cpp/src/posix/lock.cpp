@@ -35,7 +35,9 @@ bool flock_try_exclusive(int fd) {
     throw_errno("flock(LOCK_EX)");
 }
 
-void flock_unlock(int fd) noexcept { retry_eintr([&] { return ::flock(fd, LOCK_UN); }); }
+void flock_unlock(int fd) noexcept {
+    retry_eintr([&] { return ::flock(fd, LOCK_UN); });
+}
 
 void ofd_unlock(int fd, off_t byte) noexcept {
     struct flock fl = byte_lock(F_UNLCK, byte);

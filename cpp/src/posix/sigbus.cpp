@@ -17,7 +17,6 @@ namespace bips::posix {
 
 std::atomic<std::uint32_t> g_sigbus_losses{0};
 
-
 namespace {
 
 // A slot's state word: the phase in the low two bits, above them how many handlers are reading
@@ -58,7 +57,7 @@ std::atomic<std::size_t> g_high{0};
 
 // SIGBUS's action from before ours. Written once, before our handler is installed; g_have_previous
 // publishes it to handlers running on other threads.
-struct sigaction g_previous {};
+struct sigaction g_previous{};
 std::atomic<bool> g_have_previous{false};
 // The previous action had SA_RESETHAND and was called once: from then on it is SIG_DFL.
 std::atomic<bool> g_previous_spent{false};
@@ -122,7 +121,7 @@ bool replace_lost_range(std::uintptr_t addr) noexcept {
 }
 
 void restore_default() noexcept {
-    struct sigaction dfl {};
+    struct sigaction dfl{};
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
     ::sigaction(SIGBUS, &dfl, nullptr);
@@ -153,8 +152,8 @@ void chain(int sig, siginfo_t *info, void *ctx) noexcept {
     // si_code > 0: raised by the kernel for a fault, which re-occurs when we return. Otherwise
     // someone sent it (kill, raise, faulthandler re-raising), and it happens only once.
     const bool fault = info == nullptr || info->si_code > 0;
-    const struct sigaction *prev = g_have_previous.load(std::memory_order_acquire) ? &g_previous
-                                                                                   : nullptr;
+    const struct sigaction *prev =
+        g_have_previous.load(std::memory_order_acquire) ? &g_previous : nullptr;
     if (prev && (prev->sa_flags & SA_RESETHAND) &&
         g_previous_spent.exchange(true, std::memory_order_relaxed))
         prev = nullptr;
@@ -202,7 +201,7 @@ void install() noexcept {
     g_have_previous.store(true, std::memory_order_release);
     ::pthread_atfork(nullptr, nullptr, drop_pins_in_child);
 
-    struct sigaction sa {};
+    struct sigaction sa{};
     sa.sa_sigaction = on_sigbus;
     // SA_SIGINFO for si_addr and si_code. SA_ONSTACK: run on the thread's alternate stack when
     // it has one (Python's faulthandler and the sanitizers set them up; Go requires it of every
@@ -235,9 +234,8 @@ int sigbus_guard(void *addr, std::size_t length, int prot) noexcept {
         s.prot.store(prot, std::memory_order_relaxed);
         s.lost.store(false, std::memory_order_relaxed);
         std::size_t high = g_high.load(std::memory_order_relaxed);
-        while (high < i + 1 &&
-               !g_high.compare_exchange_weak(high, i + 1, std::memory_order_release,
-                                             std::memory_order_relaxed)) {
+        while (high < i + 1 && !g_high.compare_exchange_weak(high, i + 1, std::memory_order_release,
+                                                             std::memory_order_relaxed)) {
         }
         s.state.store(ACTIVE, std::memory_order_release);
         return static_cast<int>(i);
