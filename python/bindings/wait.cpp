@@ -9,11 +9,17 @@
 namespace bipspy {
 namespace {
 
+// Python runs signal handlers in the main thread only.
+unsigned long g_main_thread = 0;
+
 // Runs in a thread blocked in the core, without the GIL: takes it to run pending signal
 // handlers. Their exception (KeyboardInterrupt) stays set on this thread and surfaces when the
-// core throws Interrupted (set_python_error leaves it in place).
+// core throws Interrupted (set_python_error leaves it in place). Other threads (daemon threads,
+// GStreamer's) never take the GIL here: PyErr_CheckSignals would do nothing for them, and one
+// that gets the GIL after finalization began is ended by pthread_exit, which aborts the process
+// when it unwinds through this noexcept function.
 bool python_interrupted() noexcept {
-    if (!Py_IsInitialized())
+    if (PyThread_get_thread_ident() != g_main_thread || !Py_IsInitialized())
         return false;
     PyGILState_STATE g = PyGILState_Ensure();
     const bool tripped = PyErr_CheckSignals() != 0;
@@ -27,7 +33,10 @@ bips::Duration timeout_or_forever(std::optional<double> timeout) {
 
 } // namespace
 
-void install_interrupt_check() { bips::set_interrupt_check(python_interrupted); }
+void install_interrupt_check() {
+    g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+    bips::set_interrupt_check(python_interrupted);
+}
 
 bips::Buffer acquire(bips::Producer &p, std::optional<double> timeout) {
     if (auto b = p.try_acquire())
