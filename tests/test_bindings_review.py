@@ -12,7 +12,7 @@ from typing import Any
 import bips
 import numpy as np
 import pytest
-from helpers import child, reap
+from helpers import child, read_message, reap
 
 DEADLINE = 30.0  # hard limit for every child
 
@@ -224,3 +224,40 @@ emit(values=out)
 """
     rc, err = run_child(code, pool_name)
     assert rc == 0, err
+
+
+def test_pybind11_classes_cannot_be_made_uninitialised() -> None:
+    # pybind11 lets Type.__new__(Type) make an instance whose C++ value was never constructed:
+    # _AsyncWaiter's methods then crashed (SIGSEGV) and the stats/info getters read
+    # uninitialised memory (garbage numbers, "Could not allocate list object").
+    code = """
+import bips._core as core
+results = {}
+for name in ("ProducerStats", "ConsumerStats", "SlotInfo", "PoolInfo"):
+    cls = getattr(core, name)
+    for make in (lambda: cls.__new__(cls), lambda: cls()):
+        try:
+            make()
+            results[name] = "made"
+        except TypeError:
+            pass
+W = core._AsyncWaiter
+w = W.__new__(W)
+for method in ("fileno", "arm", "disarm", "clear", "close"):
+    try:
+        getattr(w, method)()
+        results[method] = "ran"
+    except bips.InvalidArgument:
+        pass
+try:
+    W.fileno(5)
+    results["foreign self"] = "ran"
+except TypeError:
+    pass
+emit(results=results)
+"""
+    with child(code) as proc:
+        msg = read_message(proc, timeout=DEADLINE)
+        rc, _out, err = reap(proc, timeout=DEADLINE)
+    assert rc == 0, err
+    assert msg["results"] == {}

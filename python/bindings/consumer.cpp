@@ -211,6 +211,16 @@ struct AsyncWaiter {
         : consumer(std::move(c)), notifier(*consumer) {}
 };
 
+// pybind11 would hand a method an unconstructed AsyncWaiter made by _AsyncWaiter.__new__.
+AsyncWaiter &waiter_of(py::handle self) {
+    if (!py::isinstance<AsyncWaiter>(self))
+        throw py::type_error("expected a bips._core._AsyncWaiter");
+    auto v_h = reinterpret_cast<py::detail::instance *>(self.ptr())->get_value_and_holder();
+    if (!v_h.holder_constructed())
+        throw bips::InvalidArgument("_AsyncWaiter.__init__ was not called");
+    return *v_h.value_ptr<AsyncWaiter>();
+}
+
 } // namespace
 
 bips::Consumer &consumer_of(py::handle obj) { return *shared_consumer(obj); }
@@ -239,11 +249,15 @@ void register_consumer(py::module_ &m) {
     py::class_<AsyncWaiter>(m, "_AsyncWaiter", "asyncio support of Consumer (internal).")
         .def(py::init([](py::handle consumer) { return std::make_unique<AsyncWaiter>(shared_consumer(consumer)); }),
              py::arg("consumer"))
-        .def("fileno", [](AsyncWaiter &w) { return w.notifier.fd(); })
-        .def("arm", [](AsyncWaiter &w) { w.notifier.arm(); })
-        .def("disarm", [](AsyncWaiter &w) { w.notifier.disarm(); })
-        .def("clear", [](AsyncWaiter &w) { w.notifier.clear(); })
-        .def("close", [](AsyncWaiter &w) { w.notifier.close(); }, py::call_guard<py::gil_scoped_release>());
+        .def("fileno", [](py::handle w) { return waiter_of(w).notifier.fd(); })
+        .def("arm", [](py::handle w) { waiter_of(w).notifier.arm(); })
+        .def("disarm", [](py::handle w) { waiter_of(w).notifier.disarm(); })
+        .def("clear", [](py::handle w) { waiter_of(w).notifier.clear(); })
+        .def("close", [](py::handle w) {
+            bips::Notifier &n = waiter_of(w).notifier;
+            py::gil_scoped_release nogil;
+            n.close();
+        });
 }
 
 } // namespace bipspy
