@@ -261,3 +261,65 @@ emit(results=results)
         rc, _out, err = reap(proc, timeout=DEADLINE)
     assert rc == 0, err
     assert msg["results"] == {}
+
+
+class _Capsule:
+    """Hands numpy an already made DLPack capsule."""
+
+    def __init__(self, capsule: Any) -> None:
+        self.capsule = capsule
+
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        return self.capsule
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (1, 0)
+
+
+def test_dlpack_arguments_cannot_recycle_the_memory(pool_name: str) -> None:
+    # __dlpack__'s arguments run Python code (copy's __bool__, max_version's __index__) after
+    # the view's memory was chosen but before its keeper was referenced: releasing the frame
+    # (or publishing the buffer) there freed the keeper, and the capsule pointed at a buffer
+    # the producer then reused (use after free of the keeper; the view saw other frames).
+    with (
+        bips.Producer(pool_name, capacity=2, shape=(64,)) as prod,
+        bips.Consumer(pool_name) as cons,
+    ):
+
+        def cycle(value: int) -> None:  # every buffer the producer may hand out, filled
+            for _ in range(2):
+                try:
+                    b = prod.acquire(timeout=0.2)
+                except bips.Timeout:
+                    return  # the rest is pinned
+                b.numpy()[:] = value
+                prod.publish(b)
+                cons.receive(timeout=1.0).release()
+
+        buf = prod.acquire(timeout=1.0)
+        buf.numpy()[:] = 1
+        prod.publish(buf)
+        frame = cons.receive(timeout=1.0)
+
+        class ReleasesFrame:
+            def __bool__(self) -> bool:
+                frame.release()
+                return False
+
+        view = np.from_dlpack(_Capsule(frame.__dlpack__(max_version=(1, 0), copy=ReleasesFrame())))
+        cycle(7)
+        assert (view == 1).all()
+        del view
+
+        class PublishesBuffer:
+            def __index__(self) -> int:
+                prod.publish(buf)
+                return 1
+
+        buf = prod.acquire(timeout=1.0)
+        buf.numpy()[:] = 2
+        view = np.from_dlpack(_Capsule(buf.__dlpack__(max_version=(PublishesBuffer(), 0))))
+        cons.receive(timeout=1.0).release()
+        cycle(9)
+        assert (view == 2).all()
+        del view

@@ -137,6 +137,9 @@ int fill_py_buffer(const ViewSpec &v, Py_buffer *view, int flags, Py_ssize_t *sh
 
 PyObject *make_dlpack(const ViewSpec &v, PyObject *const *args, Py_ssize_t nargs,
                       PyObject *kwnames) {
+    // Held before the arguments run Python code (__bool__, __index__) that could release the
+    // frame or publish the buffer: the keeper, and so the memory, must outlive that.
+    auto keeper = py::reinterpret_borrow<py::object>(v.keeper);
     static const char *const names[] = {"stream", "max_version", "dl_device", "copy"};
     PyObject *a[4];
     parse_args("__dlpack__", args, nargs, kwnames, names, a, 0);
@@ -164,8 +167,7 @@ PyObject *make_dlpack(const ViewSpec &v, PyObject *const *args, Py_ssize_t nargs
         throw py::buffer_error("frames are read-only: ask for DLPack >= 1.0 (max_version=(1, 0)), "
                                "which carries the read-only flag");
     auto *ctx = new DLContext{};
-    Py_INCREF(v.keeper);
-    ctx->keeper = v.keeper;
+    ctx->keeper = keeper.release().ptr();
     PyObject *cap;
     if (versioned) {
         auto &mt = ctx->versioned;
