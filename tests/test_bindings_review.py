@@ -323,3 +323,42 @@ def test_dlpack_arguments_cannot_recycle_the_memory(pool_name: str) -> None:
         cycle(9)
         assert (view == 2).all()
         del view
+
+
+def test_interrupt_check_in_a_child_forked_from_a_thread(pool_name: str) -> None:
+    # Signal handlers run in the main thread only, and only it runs the interrupt check; in a
+    # child of fork() that is the thread that forked. A handler's exception must end a
+    # blocking receive() there (not the timeout).
+    code = """
+import threading
+name = sys.argv[1]
+p = bips.Producer(name, capacity=2, shape=(4,))
+result = {}
+def in_thread():
+    pid = os.fork()
+    if pid == 0:
+        def handler(sig, frame):
+            raise RuntimeError("from the handler")
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        code = 1
+        try:
+            bips.Consumer(name).receive(timeout=10.0)
+        except RuntimeError:
+            code = 0
+        except bips.Timeout:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    result["child"] = os.waitstatus_to_exitcode(status)
+t = threading.Thread(target=in_thread)
+t.start()
+t.join()
+p.close()
+emit(**result)
+"""
+    with child(code, pool_name) as proc:
+        msg = read_message(proc, timeout=DEADLINE)
+        rc, _out, err = reap(proc, timeout=DEADLINE)
+    assert rc == 0, err
+    assert msg["child"] == 0
