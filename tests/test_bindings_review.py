@@ -362,3 +362,18 @@ emit(**result)
         rc, _out, err = reap(proc, timeout=DEADLINE)
     assert rc == 0, err
     assert msg["child"] == 0
+
+
+def test_array_protocol_copy_false_never_copies(pool_name: str) -> None:
+    # numpy 2's __array__(dtype, copy=False) must raise when a copy is needed; it returned a
+    # converted copy silently (zero copy is a promise to whoever asks for copy=False).
+    with bips.Producer(pool_name, capacity=2, shape=(4,)) as prod, bips.Consumer(pool_name) as cons:
+        prod.publish(prod.acquire(timeout=1.0))
+        with cons.receive(timeout=1.0) as frame:
+            with pytest.raises(ValueError, match="copy"):
+                frame.__array__(np.float32, copy=False)
+            same = frame.__array__(np.uint8, copy=False)
+            assert np.shares_memory(same, frame.numpy())
+            assert not np.shares_memory(frame.__array__(np.uint8, copy=True), frame.numpy())
+            assert frame.__array__(np.float32).dtype == np.float32
+            del same

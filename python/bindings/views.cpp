@@ -196,10 +196,13 @@ PyObject *array_protocol(PyObject *array, PyObject *const *args, Py_ssize_t narg
     PyObject *p[2];
     parse_args("__array__", args, nargs, kwnames, names, p);
     const bool want_copy = p[1] && p[1] != Py_None && truth(p[1]);
+    const bool no_copy = p[1] && p[1] != Py_None && !want_copy; // numpy 2: copy=False never copies
     if (p[0] && p[0] != Py_None) {
-        py::object copy = p[1] && p[1] != Py_None ? py::reinterpret_borrow<py::object>(p[1])
-                                                  : py::object(py::bool_(false));
-        return a.attr("astype")(py::handle(p[0]), py::arg("copy") = copy).release().ptr();
+        py::object out = a.attr("astype")(py::handle(p[0]), py::arg("copy") = want_copy);
+        if (no_copy && !out.is(a))
+            throw py::value_error("Unable to avoid copy while creating an array as requested: "
+                                  "the frame's dtype differs from the one asked for");
+        return out.release().ptr();
     }
     if (want_copy)
         return a.attr("copy")().release().ptr();
