@@ -170,7 +170,7 @@ int set_nbytes(PyObject *self, PyObject *value, void *) {
     try {
         if (!value)
             throw py::type_error("nbytes cannot be deleted");
-        const std::size_t n = py::handle(value).cast<std::size_t>();
+        const std::size_t n = size_arg(value, "nbytes");
         live(self).set_nbytes(n);
         Py_CLEAR(as_buffer(self)->array); // it had the old format
         return 0;

@@ -44,6 +44,10 @@ bips::Duration seconds(double s);
 /// None → nullopt (wait forever), else seconds as a double (checked by seconds()).
 std::optional<double> timeout_arg(PyObject *o);
 std::int64_t owner_option(py::handle owner);
+/// Any integer (an object with __index__, numpy's too) as int64 / size_t: TypeError naming
+/// `name` for anything else, OverflowError when it does not fit (size_t: also a negative one).
+std::int64_t int64_arg(PyObject *o, const char *name);
+std::size_t size_arg(PyObject *o, const char *name);
 /// An int argument in [0, max]; `fallback` when not given. TypeError, OverflowError.
 std::size_t unsigned_arg(PyObject *o, const char *name, std::size_t max, std::size_t fallback);
 std::string policy_name(bips::Policy p);

@@ -7,13 +7,16 @@
 #include <bips/notifier.hpp>
 
 #include <memory>
+#include <new>
 
 namespace bipspy {
 namespace {
 
 struct ConsumerObject {
     PyObject_HEAD
-    bips::Consumer *consumer; // nullptr until __init__ succeeded
+    // Empty until __init__ succeeded, then never replaced (a thread may wait in it without
+    // the GIL). Shared with the _AsyncWaiter, whose thread may still use it after this dies.
+    std::shared_ptr<bips::Consumer> consumer;
 };
 
 PyTypeObject ConsumerType = {PyVarObject_HEAD_INIT(nullptr, 0)};
@@ -23,7 +26,7 @@ bips::Consumer &of(PyObject *self) { return consumer_of(self); }
 PyObject *consumer_new(PyTypeObject *type, PyObject *, PyObject *) {
     PyObject *self = type->tp_alloc(type, 0);
     if (self)
-        reinterpret_cast<ConsumerObject *>(self)->consumer = nullptr;
+        new (&reinterpret_cast<ConsumerObject *>(self)->consumer) std::shared_ptr<bips::Consumer>();
     return self;
 }
 
@@ -38,7 +41,10 @@ int consumer_init(PyObject *self, PyObject *args, PyObject *kwargs) {
                                      &name, &latest, &timeout, &reconnect, &spin, &owner,
                                      &adaptive_spin))
         return -1;
+    auto *obj = reinterpret_cast<ConsumerObject *>(self);
     try {
+        if (obj->consumer)
+            throw bips::InvalidArgument("Consumer.__init__ was already called");
         bips::ConsumerOptions o;
         o.latest = latest != 0;
         o.reconnect = reconnect != 0;
@@ -48,9 +54,9 @@ int consumer_init(PyObject *self, PyObject *args, PyObject *kwargs) {
         // timeout=0 (the default): attach now or fail; None: wait forever.
         std::optional<double> t = timeout ? timeout_arg(timeout) : std::optional<double>(0.0);
         std::unique_ptr<bips::Consumer> c = open_consumer(name, o, t);
-        auto *obj = reinterpret_cast<ConsumerObject *>(self);
-        delete obj->consumer;
-        obj->consumer = c.release();
+        if (obj->consumer) // another thread's __init__ won while this one waited
+            throw bips::InvalidArgument("Consumer.__init__ was already called");
+        obj->consumer = std::move(c);
         return 0;
     } catch (...) {
         set_python_error();
@@ -60,8 +66,7 @@ int consumer_init(PyObject *self, PyObject *args, PyObject *kwargs) {
 
 void consumer_dealloc(PyObject *self) {
     auto *obj = reinterpret_cast<ConsumerObject *>(self);
-    delete obj->consumer; // detaches; frames still held stay valid
-    obj->consumer = nullptr;
+    obj->consumer.~shared_ptr(); // detaches unless a waiter still shares it; frames stay valid
     Py_TYPE(self)->tp_free(self);
 }
 
@@ -186,14 +191,39 @@ PyGetSetDef consumer_getset[] = {
 
 } // namespace
 
-bips::Consumer &consumer_of(py::handle obj) {
+namespace {
+
+const std::shared_ptr<bips::Consumer> &shared_consumer(py::handle obj) {
     if (!PyObject_TypeCheck(obj.ptr(), &ConsumerType))
         throw py::type_error("expected a bips.Consumer");
-    bips::Consumer *c = reinterpret_cast<ConsumerObject *>(obj.ptr())->consumer;
+    const auto &c = reinterpret_cast<ConsumerObject *>(obj.ptr())->consumer;
     if (!c)
         throw bips::InvalidArgument("Consumer.__init__ was not called");
-    return *c;
+    return c;
 }
+
+// The notifier's thread uses the consumer until close() joins it, which may be after the
+// Python Consumer died (a coroutine's local outlives `self`): it shares the consumer.
+struct AsyncWaiter {
+    std::shared_ptr<bips::Consumer> consumer;
+    bips::Notifier notifier; // declared after: closed before the consumer can go
+    explicit AsyncWaiter(std::shared_ptr<bips::Consumer> c)
+        : consumer(std::move(c)), notifier(*consumer) {}
+};
+
+// pybind11 would hand a method an unconstructed AsyncWaiter made by _AsyncWaiter.__new__.
+AsyncWaiter &waiter_of(py::handle self) {
+    if (!py::isinstance<AsyncWaiter>(self))
+        throw py::type_error("expected a bips._core._AsyncWaiter");
+    auto v_h = reinterpret_cast<py::detail::instance *>(self.ptr())->get_value_and_holder();
+    if (!v_h.holder_constructed())
+        throw bips::InvalidArgument("_AsyncWaiter.__init__ was not called");
+    return *v_h.value_ptr<AsyncWaiter>();
+}
+
+} // namespace
+
+bips::Consumer &consumer_of(py::handle obj) { return *shared_consumer(obj); }
 
 void register_consumer(py::module_ &m) {
     ConsumerType.tp_name = "bips._core.Consumer";
@@ -214,17 +244,20 @@ void register_consumer(py::module_ &m) {
     ConsumerType.tp_free = PyObject_Del;
     add_type(m, "Consumer", &ConsumerType);
 
-    // The notifier's thread uses the consumer: the Python Consumer owns its waiter (a slot,
-    // freed before the consumer itself), and no reference goes the other way, so no cycle
-    // keeps a consumer attached after its last use.
-    py::class_<bips::Notifier>(m, "_AsyncWaiter", "asyncio support of Consumer (internal).")
-        .def(py::init([](py::handle consumer) { return std::make_unique<bips::Notifier>(consumer_of(consumer)); }),
+    // The Python Consumer owns its waiter (a slot); the waiter shares only the C++ consumer,
+    // not the Python object, so no cycle keeps a consumer attached after its last use.
+    py::class_<AsyncWaiter>(m, "_AsyncWaiter", "asyncio support of Consumer (internal).")
+        .def(py::init([](py::handle consumer) { return std::make_unique<AsyncWaiter>(shared_consumer(consumer)); }),
              py::arg("consumer"))
-        .def("fileno", &bips::Notifier::fd)
-        .def("arm", &bips::Notifier::arm)
-        .def("disarm", &bips::Notifier::disarm)
-        .def("clear", &bips::Notifier::clear)
-        .def("close", &bips::Notifier::close, py::call_guard<py::gil_scoped_release>());
+        .def("fileno", [](py::handle w) { return waiter_of(w).notifier.fd(); })
+        .def("arm", [](py::handle w) { waiter_of(w).notifier.arm(); })
+        .def("disarm", [](py::handle w) { waiter_of(w).notifier.disarm(); })
+        .def("clear", [](py::handle w) { waiter_of(w).notifier.clear(); })
+        .def("close", [](py::handle w) {
+            bips::Notifier &n = waiter_of(w).notifier;
+            py::gil_scoped_release nogil;
+            n.close();
+        });
 }
 
 } // namespace bipspy

@@ -53,14 +53,41 @@ const char *struct_format(bips::DType t) {
     }
 }
 
+namespace {
+
+py::object as_index(PyObject *o, const char *name) {
+    PyObject *i = PyNumber_Index(o);
+    if (!i)
+        throw py::type_error(std::string(name) + " must be an int, not " + Py_TYPE(o)->tp_name);
+    return py::reinterpret_steal<py::object>(i);
+}
+
+} // namespace
+
+std::int64_t int64_arg(PyObject *o, const char *name) {
+    const py::object i = as_index(o, name);
+    const long long v = PyLong_AsLongLong(i.ptr());
+    if (v == -1 && PyErr_Occurred())
+        throw py::error_already_set(); // OverflowError
+    return v;
+}
+
+std::size_t size_arg(PyObject *o, const char *name) {
+    const py::object i = as_index(o, name);
+    const std::size_t v = PyLong_AsSize_t(i.ptr());
+    if (v == static_cast<std::size_t>(-1) && PyErr_Occurred())
+        throw py::error_already_set(); // OverflowError: negative or too large
+    return v;
+}
+
 bips::Shape to_shape(py::handle obj) {
     bips::Shape s;
-    if (py::isinstance<py::int_>(obj)) {
-        s.push_back(obj.cast<std::int64_t>());
+    if (PyIndex_Check(obj.ptr())) { // one int (numpy's too): a flat shape
+        s.push_back(int64_arg(obj.ptr(), "shape"));
         return s;
     }
     for (auto item : obj)
-        s.push_back(item.cast<std::int64_t>());
+        s.push_back(int64_arg(item.ptr(), "shape"));
     return s;
 }
 
@@ -96,8 +123,9 @@ std::int64_t owner_option(py::handle owner) {
         if (owner.cast<std::string>() == "any")
             return bips::ANY_OWNER;
     } else if (py::isinstance<py::int_>(owner) && !py::isinstance<py::bool_>(owner)) {
-        const auto uid = owner.cast<long long>();
-        if (uid >= 0 && uid <= 0xfffffffeLL)
+        int overflow = 0;
+        const long long uid = PyLong_AsLongLongAndOverflow(owner.ptr(), &overflow);
+        if (!overflow && uid >= 0 && uid <= 0xfffffffeLL)
             return uid;
     }
     throw bips::InvalidArgument("owner must be None (this user or root), \"any\" or a uid >= 0");

@@ -15,6 +15,17 @@ template <class T> std::string stats_repr(const char *name, const py::object &se
     return s + ">";
 }
 
+// pybind11 lets Type.__new__(Type) make an instance whose C++ value was never constructed (its
+// getters then read uninitialised memory). bips makes these itself, without tp_new.
+PyObject *refuse_new(PyTypeObject *type, PyObject *, PyObject *) {
+    PyErr_Format(PyExc_TypeError, "cannot create '%s' instances", type->tp_name);
+    return nullptr;
+}
+
+void made_by_bips_only(py::module_ &m, const char *name) {
+    reinterpret_cast<PyTypeObject *>(m.attr(name).ptr())->tp_new = refuse_new;
+}
+
 } // namespace
 
 void register_inspect(py::module_ &m) {
@@ -130,6 +141,8 @@ void register_inspect(py::module_ &m) {
                    " buffer_size=" + std::to_string(i.buffer_size) + ">";
         });
     
+    for (const char *name : {"ProducerStats", "ConsumerStats", "SlotInfo", "PoolInfo"})
+        made_by_bips_only(m, name);
 
     m.def("list_pools", &bips::list_pools, "Every bips pool under /dev/shm, read without attaching.");
     m.def("pool_info", &bips::pool_info, py::arg("name"), "One pool's details with a row per consumer slot.");

@@ -42,7 +42,11 @@ int producer_init(PyObject *self, PyObject *args, PyObject *kwargs) {
                                      &name, &capacity, &shape, &dtype, &buffer_size, &policy, &mode,
                                      &meta_size, &max_consumers, &adaptive_spin))
         return -1;
+    auto *obj = reinterpret_cast<ProducerObject *>(self);
     try {
+        // Never replaced: another thread may wait in acquire() without the GIL.
+        if (obj->producer)
+            throw bips::InvalidArgument("Producer.__init__ was already called");
         bips::PoolOptions o;
         o.capacity = unsigned_arg(capacity, "capacity", UINT32_MAX, o.capacity);
         if (shape != Py_None)
@@ -59,8 +63,8 @@ int producer_init(PyObject *self, PyObject *args, PyObject *kwargs) {
             py::gil_scoped_release nogil;
             p = std::make_unique<bips::Producer>(name, o);
         }
-        auto *obj = reinterpret_cast<ProducerObject *>(self);
-        delete obj->producer; // __init__ called twice: the first pool goes
+        if (obj->producer) // another thread's __init__ won while this one created its pool
+            throw bips::InvalidArgument("Producer.__init__ was already called");
         obj->producer = p.release();
         return 0;
     } catch (...) {

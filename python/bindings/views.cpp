@@ -66,11 +66,18 @@ void legacy_capsule_gone(PyObject *cap) {
     }
 }
 
-std::pair<long, long> int_pair(PyObject *o, const char *what) {
-    auto t = py::reinterpret_borrow<py::object>(o);
-    if (!py::isinstance<py::tuple>(t) || py::len(t) != 2)
+std::pair<std::int64_t, std::int64_t> int_pair(PyObject *o, const char *what) {
+    if (!PyTuple_Check(o) || PyTuple_GET_SIZE(o) != 2)
         throw py::type_error(std::string(what) + " must be a tuple of two ints");
-    return {t[py::int_(0)].cast<long>(), t[py::int_(1)].cast<long>()};
+    return {int64_arg(PyTuple_GET_ITEM(o, 0), what), int64_arg(PyTuple_GET_ITEM(o, 1), what)};
+}
+
+// A flag's truth value; its own exception if it has none.
+bool truth(PyObject *o) {
+    const int t = PyObject_IsTrue(o);
+    if (t < 0)
+        throw py::error_already_set();
+    return t != 0;
 }
 
 } // namespace
@@ -117,8 +124,11 @@ int fill_py_buffer(const ViewSpec &v, Py_buffer *view, int flags, Py_ssize_t *sh
     view->readonly = v.readonly ? 1 : 0;
     view->itemsize = static_cast<Py_ssize_t>(v.dtype.itemsize());
     view->format = (flags & PyBUF_FORMAT) ? const_cast<char *>(struct_format(v.dtype)) : nullptr;
-    view->ndim = static_cast<int>(v.ndim);
-    view->shape = (flags & PyBUF_ND) == PyBUF_ND ? shape : nullptr;
+    // Without PyBUF_ND there is no shape, and then ndim must be 1 (see PyBuffer_FillInfo):
+    // consumers such as PyMemoryView_FromBuffer read ndim entries of a shape otherwise.
+    const bool nd = (flags & PyBUF_ND) == PyBUF_ND;
+    view->ndim = nd ? static_cast<int>(v.ndim) : 1;
+    view->shape = nd ? shape : nullptr;
     view->strides = (flags & PyBUF_STRIDES) == PyBUF_STRIDES ? strides : nullptr;
     view->suboffsets = nullptr;
     view->internal = nullptr;
@@ -127,11 +137,14 @@ int fill_py_buffer(const ViewSpec &v, Py_buffer *view, int flags, Py_ssize_t *sh
 
 PyObject *make_dlpack(const ViewSpec &v, PyObject *const *args, Py_ssize_t nargs,
                       PyObject *kwnames) {
+    // Held before the arguments run Python code (__bool__, __index__) that could release the
+    // frame or publish the buffer: the keeper, and so the memory, must outlive that.
+    auto keeper = py::reinterpret_borrow<py::object>(v.keeper);
     static const char *const names[] = {"stream", "max_version", "dl_device", "copy"};
     PyObject *a[4];
     parse_args("__dlpack__", args, nargs, kwnames, names, a, 0);
     PyObject *stream = a[0], *max_version = a[1], *dl_device = a[2], *copy = a[3];
-    if (copy && copy != Py_None && PyObject_IsTrue(copy))
+    if (copy && copy != Py_None && truth(copy))
         throw py::buffer_error("bips exports shared memory without copying; copy=True is not supported");
     if (dl_device && dl_device != Py_None &&
         int_pair(dl_device, "dl_device").first != bips::dlpack::DEVICE_CPU)
@@ -144,8 +157,9 @@ PyObject *make_dlpack(const ViewSpec &v, PyObject *const *args, Py_ssize_t nargs
     if (max_version && max_version != Py_None) {
         const auto mv = int_pair(max_version, "max_version");
         versioned = mv.first >= 1;
-        if (mv.first == 1 && static_cast<std::uint32_t>(std::max(mv.second, 0L)) < version.minor)
-            version.minor = static_cast<std::uint32_t>(std::max(mv.second, 0L));
+        const std::int64_t minor = std::max<std::int64_t>(mv.second, 0);
+        if (mv.first == 1 && minor < version.minor)
+            version.minor = static_cast<std::uint32_t>(minor);
     }
     if (!versioned && v.readonly)
         // The legacy struct cannot say read-only; an importer would write into a PROT_READ
@@ -153,8 +167,7 @@ PyObject *make_dlpack(const ViewSpec &v, PyObject *const *args, Py_ssize_t nargs
         throw py::buffer_error("frames are read-only: ask for DLPack >= 1.0 (max_version=(1, 0)), "
                                "which carries the read-only flag");
     auto *ctx = new DLContext{};
-    Py_INCREF(v.keeper);
-    ctx->keeper = v.keeper;
+    ctx->keeper = keeper.release().ptr();
     PyObject *cap;
     if (versioned) {
         auto &mt = ctx->versioned;
@@ -182,11 +195,14 @@ PyObject *array_protocol(PyObject *array, PyObject *const *args, Py_ssize_t narg
     static const char *const names[] = {"dtype", "copy"};
     PyObject *p[2];
     parse_args("__array__", args, nargs, kwnames, names, p);
-    const bool want_copy = p[1] && p[1] != Py_None && PyObject_IsTrue(p[1]);
+    const bool want_copy = p[1] && p[1] != Py_None && truth(p[1]);
+    const bool no_copy = p[1] && p[1] != Py_None && !want_copy; // numpy 2: copy=False never copies
     if (p[0] && p[0] != Py_None) {
-        py::object copy = p[1] && p[1] != Py_None ? py::reinterpret_borrow<py::object>(p[1])
-                                                  : py::object(py::bool_(false));
-        return a.attr("astype")(py::handle(p[0]), py::arg("copy") = copy).release().ptr();
+        py::object out = a.attr("astype")(py::handle(p[0]), py::arg("copy") = want_copy);
+        if (no_copy && !out.is(a))
+            throw py::value_error("Unable to avoid copy while creating an array as requested: "
+                                  "the frame's dtype differs from the one asked for");
+        return out.release().ptr();
     }
     if (want_copy)
         return a.attr("copy")().release().ptr();

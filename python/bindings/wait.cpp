@@ -6,14 +6,27 @@
 
 #include <bips/interrupt.hpp>
 
+#include <atomic>
+#include <pthread.h>
+
 namespace bipspy {
 namespace {
 
+// Python runs signal handlers in the main thread only; in a child of fork(), in the thread
+// that forked.
+std::atomic<unsigned long> g_main_thread{0};
+
+void forked_child() noexcept { g_main_thread.store(PyThread_get_thread_ident(), std::memory_order_relaxed); }
+
 // Runs in a thread blocked in the core, without the GIL: takes it to run pending signal
 // handlers. Their exception (KeyboardInterrupt) stays set on this thread and surfaces when the
-// core throws Interrupted (set_python_error leaves it in place).
+// core throws Interrupted (set_python_error leaves it in place). Other threads (daemon threads,
+// GStreamer's) never take the GIL here: PyErr_CheckSignals would do nothing for them, and one
+// that waits for the GIL when finalization begins is ended by pthread_exit, whose unwinding
+// through these C++ frames can abort the process (std::terminate).
 bool python_interrupted() noexcept {
-    if (!Py_IsInitialized())
+    if (PyThread_get_thread_ident() != g_main_thread.load(std::memory_order_relaxed) ||
+        !Py_IsInitialized())
         return false;
     PyGILState_STATE g = PyGILState_Ensure();
     const bool tripped = PyErr_CheckSignals() != 0;
@@ -27,7 +40,11 @@ bips::Duration timeout_or_forever(std::optional<double> timeout) {
 
 } // namespace
 
-void install_interrupt_check() { bips::set_interrupt_check(python_interrupted); }
+void install_interrupt_check() {
+    g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+    pthread_atfork(nullptr, nullptr, forked_child);
+    bips::set_interrupt_check(python_interrupted);
+}
 
 bips::Buffer acquire(bips::Producer &p, std::optional<double> timeout) {
     if (auto b = p.try_acquire())
