@@ -10,15 +10,13 @@ namespace bipspy {
 namespace {
 
 struct PinObject {
-    PyObject_HEAD
-    bips::BufferPin pin;
+    PyObject_HEAD bips::BufferPin pin;
 };
 
 struct BufferObject {
-    PyObject_HEAD
-    bips::Buffer buffer; // empty once published or discarded
-    PinObject *pin;      // made by the first view
-    PyObject *array;     // numpy() result, cached until the format changes
+    PyObject_HEAD bips::Buffer buffer; // empty once published or discarded
+    PinObject *pin;                    // made by the first view
+    PyObject *array;                   // numpy() result, cached until the format changes
 };
 
 // Shape and strides of one buffer-protocol view: the buffer's format may change between views.
@@ -44,7 +42,9 @@ void pin_dealloc(PyObject *self) {
     PyObject_Free(self);
 }
 
-void pin_releasebuffer(PyObject *, Py_buffer *view) { delete static_cast<Export *>(view->internal); }
+void pin_releasebuffer(PyObject *, Py_buffer *view) {
+    delete static_cast<Export *>(view->internal);
+}
 
 // The view's format: the buffer's own, or flat bytes of the whole buffer if it does not fit.
 ViewSpec spec(PyObject *self) {
@@ -116,7 +116,9 @@ PyObject *buffer_enter(PyObject *self, PyObject *) {
     return self;
 }
 
-PyObject *buffer_exit(PyObject *self, PyObject *const *, Py_ssize_t) { return buffer_discard(self, nullptr); }
+PyObject *buffer_exit(PyObject *self, PyObject *const *, Py_ssize_t) {
+    return buffer_discard(self, nullptr);
+}
 
 PyObject *buffer_set_format(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
     return guarded([&] {
@@ -194,7 +196,9 @@ PyObject *get_capacity(PyObject *self, void *) {
 PyObject *get_index(PyObject *self, void *) {
     return guarded([&] { return PyLong_FromUnsignedLong(live(self).index()); });
 }
-PyObject *get_published(PyObject *self, void *) { return PyBool_FromLong(!as_buffer(self)->buffer); }
+PyObject *get_published(PyObject *self, void *) {
+    return PyBool_FromLong(!as_buffer(self)->buffer);
+}
 
 PyObject *buffer_repr(PyObject *self) {
     const bips::Buffer &b = as_buffer(self)->buffer;
@@ -223,7 +227,8 @@ PyMethodDef buffer_methods[] = {
     {"discard", buffer_discard, METH_NOARGS,
      "discard($self, /)\n--\n\nGives the buffer back unpublished. Idempotent."},
     {"__enter__", buffer_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"},
-    {"__exit__", fastcall(buffer_exit), METH_FASTCALL, "__exit__($self, /, *args)\n--\n\ndiscard()."},
+    {"__exit__", fastcall(buffer_exit), METH_FASTCALL,
+     "__exit__($self, /, *args)\n--\n\ndiscard()."},
     {"__array__", fastcall(buffer_array), METH_FASTCALL | METH_KEYWORDS,
      "__array__($self, /, dtype=None, copy=None)\n--\n\nThe numpy array (numpy's protocol)."},
     {"__dlpack__", fastcall(buffer_dlpack), METH_FASTCALL | METH_KEYWORDS,
@@ -238,7 +243,8 @@ PyGetSetDef buffer_getset[] = {
      "Bytes this frame carries; setting it makes a flat uint8 frame of that size.", nullptr},
     {"shape", get_shape, nullptr, "Shape of this frame.", nullptr},
     {"dtype", get_dtype, nullptr, "numpy dtype of this frame.", nullptr},
-    {"capacity", get_capacity, nullptr, "Bytes the buffer can hold (the pool's buffer_size).", nullptr},
+    {"capacity", get_capacity, nullptr, "Bytes the buffer can hold (the pool's buffer_size).",
+     nullptr},
     {"index", get_index, nullptr, "Index of the buffer in the pool.", nullptr},
     {"published", get_published, nullptr, "True once published or discarded.", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
@@ -284,11 +290,12 @@ void register_buffer(py::module_ &m) {
     BufferType.tp_repr = buffer_repr;
     BufferType.tp_as_buffer = &buffer_procs;
     BufferType.tp_flags = Py_TPFLAGS_DEFAULT;
-    BufferType.tp_doc = "A writable buffer acquired from a Producer.\n\n"
-                        "Fill it through numpy(), memoryview(buf) or DLPack, then Producer.publish(buf). "
-                        "Dropped without\npublishing, it goes back to the pool. Views kept after publish() "
-                        "keep the buffer from being reused\nuntil they die; do not write through them "
-                        "after publishing.";
+    BufferType.tp_doc =
+        "A writable buffer acquired from a Producer.\n\n"
+        "Fill it through numpy(), memoryview(buf) or DLPack, then Producer.publish(buf). "
+        "Dropped without\npublishing, it goes back to the pool. Views kept after publish() "
+        "keep the buffer from being reused\nuntil they die; do not write through them "
+        "after publishing.";
     BufferType.tp_methods = buffer_methods;
     BufferType.tp_getset = buffer_getset;
     BufferType.tp_new = buffer_new_refused;

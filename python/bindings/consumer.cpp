@@ -14,9 +14,10 @@ namespace {
 
 struct ConsumerObject {
     PyObject_HEAD
-    // Empty until __init__ succeeded, then never replaced (a thread may wait in it without
-    // the GIL). Shared with the _AsyncWaiter, whose thread may still use it after this dies.
-    std::shared_ptr<bips::Consumer> consumer;
+        // Empty until __init__ succeeded, then never replaced (a thread may wait in it without
+        // the GIL). Shared with the _AsyncWaiter, whose thread may still use it after this dies.
+        std::shared_ptr<bips::Consumer>
+            consumer;
 };
 
 PyTypeObject ConsumerType = {PyVarObject_HEAD_INIT(nullptr, 0)};
@@ -31,15 +32,15 @@ PyObject *consumer_new(PyTypeObject *type, PyObject *, PyObject *) {
 }
 
 int consumer_init(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static const char *kwlist[] = {"name", "latest", "timeout", "reconnect", "spin", "owner",
-                                   "adaptive_spin", nullptr};
+    static const char *kwlist[] = {"name", "latest", "timeout",       "reconnect",
+                                   "spin", "owner",  "adaptive_spin", nullptr};
     const char *name = nullptr;
     int latest = 0, reconnect = 0, adaptive_spin = 1;
     PyObject *timeout = nullptr, *owner = Py_None;
     double spin = 0.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$pOpdOp:Consumer", const_cast<char **>(kwlist),
-                                     &name, &latest, &timeout, &reconnect, &spin, &owner,
-                                     &adaptive_spin))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$pOpdOp:Consumer",
+                                     const_cast<char **>(kwlist), &name, &latest, &timeout,
+                                     &reconnect, &spin, &owner, &adaptive_spin))
         return -1;
     auto *obj = reinterpret_cast<ConsumerObject *>(self);
     try {
@@ -124,16 +125,26 @@ PyObject *consumer_enter(PyObject *self, PyObject *) {
     return self;
 }
 
-PyObject *consumer_exit(PyObject *self, PyObject *const *, Py_ssize_t) { return consumer_close(self, nullptr); }
+PyObject *consumer_exit(PyObject *self, PyObject *const *, Py_ssize_t) {
+    return consumer_close(self, nullptr);
+}
 
 template <class F> PyObject *get(PyObject *self, F &&f) {
     return guarded([&] { return py::cast(f(of(self))).release().ptr(); });
 }
 
-PyObject *get_closed(PyObject *s, void *) { return get(s, [](bips::Consumer &c) { return c.closed(); }); }
-PyObject *get_stats(PyObject *s, void *) { return get(s, [](bips::Consumer &c) { return c.stats(); }); }
-PyObject *get_name(PyObject *s, void *) { return get(s, [](bips::Consumer &c) { return c.name(); }); }
-PyObject *get_capacity(PyObject *s, void *) { return get(s, [](bips::Consumer &c) { return c.capacity(); }); }
+PyObject *get_closed(PyObject *s, void *) {
+    return get(s, [](bips::Consumer &c) { return c.closed(); });
+}
+PyObject *get_stats(PyObject *s, void *) {
+    return get(s, [](bips::Consumer &c) { return c.stats(); });
+}
+PyObject *get_name(PyObject *s, void *) {
+    return get(s, [](bips::Consumer &c) { return c.name(); });
+}
+PyObject *get_capacity(PyObject *s, void *) {
+    return get(s, [](bips::Consumer &c) { return c.capacity(); });
+}
 PyObject *get_buffer_size(PyObject *s, void *) {
     return get(s, [](bips::Consumer &c) { return c.buffer_size(); });
 }
@@ -175,7 +186,8 @@ PyMethodDef consumer_methods[] = {
     {"close", consumer_close, METH_NOARGS,
      "close($self, /)\n--\n\nDetaches; frames still held stay valid until released. Idempotent."},
     {"__enter__", consumer_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"},
-    {"__exit__", fastcall(consumer_exit), METH_FASTCALL, "__exit__($self, /, *args)\n--\n\nclose()."},
+    {"__exit__", fastcall(consumer_exit), METH_FASTCALL,
+     "__exit__($self, /, *args)\n--\n\nclose()."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyGetSetDef consumer_getset[] = {
@@ -247,7 +259,9 @@ void register_consumer(py::module_ &m) {
     // The Python Consumer owns its waiter (a slot); the waiter shares only the C++ consumer,
     // not the Python object, so no cycle keeps a consumer attached after its last use.
     py::class_<AsyncWaiter>(m, "_AsyncWaiter", "asyncio support of Consumer (internal).")
-        .def(py::init([](py::handle consumer) { return std::make_unique<AsyncWaiter>(shared_consumer(consumer)); }),
+        .def(py::init([](py::handle consumer) {
+                 return std::make_unique<AsyncWaiter>(shared_consumer(consumer));
+             }),
              py::arg("consumer"))
         .def("fileno", [](py::handle w) { return waiter_of(w).notifier.fd(); })
         .def("arm", [](py::handle w) { waiter_of(w).notifier.arm(); })

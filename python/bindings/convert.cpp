@@ -144,7 +144,9 @@ std::size_t unsigned_arg(PyObject *o, const char *name, std::size_t max, std::si
     return static_cast<std::size_t>(v);
 }
 
-std::string policy_name(bips::Policy p) { return p == bips::Policy::block ? "block" : "drop_oldest"; }
+std::string policy_name(bips::Policy p) {
+    return p == bips::Policy::block ? "block" : "drop_oldest";
+}
 
 bips::Policy to_policy(const std::string &s) {
     if (s == "block")

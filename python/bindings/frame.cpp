@@ -10,17 +10,15 @@ namespace bipspy {
 namespace {
 
 struct FrameKeeper {
-    PyObject_HEAD
-    bips::Frame frame;
+    PyObject_HEAD bips::Frame frame;
     // Shape and strides in bytes for buffer-protocol views: the format never changes.
     Py_ssize_t shape[bips::MAX_DIMS];
     Py_ssize_t strides[bips::MAX_DIMS];
 };
 
 struct FrameObject {
-    PyObject_HEAD
-    FrameKeeper *keeper; // nullptr once released
-    PyObject *array;     // numpy() result, cached
+    PyObject_HEAD FrameKeeper *keeper; // nullptr once released
+    PyObject *array;                   // numpy() result, cached
     // Copies, so that a released frame still says what it was.
     std::uint64_t seq;
     std::int64_t timestamp_ns;
@@ -96,7 +94,9 @@ PyObject *frame_enter(PyObject *self, PyObject *) {
     return self;
 }
 
-PyObject *frame_exit(PyObject *self, PyObject *const *, Py_ssize_t) { return frame_release(self, nullptr); }
+PyObject *frame_exit(PyObject *self, PyObject *const *, Py_ssize_t) {
+    return frame_release(self, nullptr);
+}
 
 PyObject *frame_array(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
     PyObject *a = frame_numpy(self, nullptr);
@@ -123,19 +123,26 @@ int frame_getbuffer(PyObject *self, Py_buffer *view, int flags) {
     return -1;
 }
 
-PyObject *get_seq(PyObject *self, void *) { return PyLong_FromUnsignedLongLong(as_frame(self)->seq); }
+PyObject *get_seq(PyObject *self, void *) {
+    return PyLong_FromUnsignedLongLong(as_frame(self)->seq);
+}
 PyObject *get_timestamp_ns(PyObject *self, void *) {
     return PyLong_FromLongLong(as_frame(self)->timestamp_ns);
 }
 PyObject *get_nbytes(PyObject *self, void *) { return PyLong_FromSize_t(as_frame(self)->nbytes); }
-PyObject *get_index(PyObject *self, void *) { return PyLong_FromUnsignedLong(as_frame(self)->index); }
-PyObject *get_released(PyObject *self, void *) { return PyBool_FromLong(as_frame(self)->keeper == nullptr); }
+PyObject *get_index(PyObject *self, void *) {
+    return PyLong_FromUnsignedLong(as_frame(self)->index);
+}
+PyObject *get_released(PyObject *self, void *) {
+    return PyBool_FromLong(as_frame(self)->keeper == nullptr);
+}
 PyObject *get_intact(PyObject *self, void *) {
     FrameKeeper *k = as_frame(self)->keeper;
     return PyBool_FromLong(k && k->frame.intact());
 }
 PyObject *get_shape(PyObject *self, void *) {
-    return guarded([&] { return shape_tuple(as_frame(self)->dims, as_frame(self)->ndim).release().ptr(); });
+    return guarded(
+        [&] { return shape_tuple(as_frame(self)->dims, as_frame(self)->ndim).release().ptr(); });
 }
 PyObject *get_dtype(PyObject *self, void *) {
     return guarded([&] { return numpy_dtype(as_frame(self)->dtype).inc_ref().ptr(); });
@@ -173,7 +180,8 @@ PyMethodDef frame_methods[] = {
      "release($self, /)\n--\n\nGives the frame back; deferred until every view made from it is "
      "gone. Idempotent."},
     {"__enter__", frame_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"},
-    {"__exit__", fastcall(frame_exit), METH_FASTCALL, "__exit__($self, /, *args)\n--\n\nrelease()."},
+    {"__exit__", fastcall(frame_exit), METH_FASTCALL,
+     "__exit__($self, /, *args)\n--\n\nrelease()."},
     {"__array__", fastcall(frame_array), METH_FASTCALL | METH_KEYWORDS,
      "__array__($self, /, dtype=None, copy=None)\n--\n\nThe numpy array (numpy's protocol)."},
     {"__dlpack__", fastcall(frame_dlpack), METH_FASTCALL | METH_KEYWORDS,
@@ -185,7 +193,8 @@ PyMethodDef frame_methods[] = {
 
 PyGetSetDef frame_getset[] = {
     {"seq", get_seq, nullptr, "Sequence number (0, 1, 2... per pool).", nullptr},
-    {"timestamp_ns", get_timestamp_ns, nullptr, "CLOCK_MONOTONIC nanoseconds from the producer.", nullptr},
+    {"timestamp_ns", get_timestamp_ns, nullptr, "CLOCK_MONOTONIC nanoseconds from the producer.",
+     nullptr},
     {"nbytes", get_nbytes, nullptr, "Bytes the frame carries.", nullptr},
     {"index", get_index, nullptr, "Index of the buffer in the pool.", nullptr},
     {"released", get_released, nullptr, "True once release() was called.", nullptr},
@@ -242,10 +251,11 @@ void register_frame(py::module_ &m) {
     FrameType.tp_repr = frame_repr;
     FrameType.tp_as_buffer = &frame_buffer;
     FrameType.tp_flags = Py_TPFLAGS_DEFAULT;
-    FrameType.tp_doc = "A received, read-only frame that *is* shared memory.\n\n"
-                       "numpy(), np.asarray(frame), memoryview(frame) and the DLPack protocol all point "
-                       "into the pool.\nThe buffer goes back to the producer when the frame is released "
-                       "*and* every view made from it\nis gone (release() never invalidates a live view).";
+    FrameType.tp_doc =
+        "A received, read-only frame that *is* shared memory.\n\n"
+        "numpy(), np.asarray(frame), memoryview(frame) and the DLPack protocol all point "
+        "into the pool.\nThe buffer goes back to the producer when the frame is released "
+        "*and* every view made from it\nis gone (release() never invalidates a live view).";
     FrameType.tp_methods = frame_methods;
     FrameType.tp_getset = frame_getset;
     FrameType.tp_new = frame_new_refused;

@@ -9,8 +9,7 @@ namespace bipspy {
 namespace {
 
 struct ProducerObject {
-    PyObject_HEAD
-    bips::Producer *producer; // nullptr until __init__ succeeded
+    PyObject_HEAD bips::Producer *producer; // nullptr until __init__ succeeded
 };
 
 PyTypeObject ProducerType = {PyVarObject_HEAD_INIT(nullptr, 0)};
@@ -30,17 +29,18 @@ PyObject *producer_new(PyTypeObject *type, PyObject *, PyObject *) {
 }
 
 int producer_init(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static const char *kwlist[] = {"name",   "capacity",  "shape",         "dtype",
-                                   "buffer_size", "policy", "mode", "meta_size",
+    static const char *kwlist[] = {"name",          "capacity",      "shape", "dtype",
+                                   "buffer_size",   "policy",        "mode",  "meta_size",
                                    "max_consumers", "adaptive_spin", nullptr};
     const char *name = nullptr;
     PyObject *capacity = nullptr, *shape = Py_None, *dtype = nullptr, *buffer_size = nullptr,
              *mode = nullptr, *meta_size = nullptr, *max_consumers = nullptr;
     const char *policy = "block";
     int adaptive_spin = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$OOOOsOOOp:Producer", const_cast<char **>(kwlist),
-                                     &name, &capacity, &shape, &dtype, &buffer_size, &policy, &mode,
-                                     &meta_size, &max_consumers, &adaptive_spin))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$OOOOsOOOp:Producer",
+                                     const_cast<char **>(kwlist), &name, &capacity, &shape, &dtype,
+                                     &buffer_size, &policy, &mode, &meta_size, &max_consumers,
+                                     &adaptive_spin))
         return -1;
     auto *obj = reinterpret_cast<ProducerObject *>(self);
     try {
@@ -132,8 +132,9 @@ PyObject *producer_publish(PyObject *self, PyObject *const *args, Py_ssize_t nar
         // Checked before the buffer is taken: a refused publish leaves it acquired.
         const auto len = static_cast<std::size_t>(meta.len);
         if (have_meta && len > p.meta_size())
-            throw bips::InvalidArgument("meta is " + std::to_string(len) + " bytes; the pool allows " +
-                                        std::to_string(p.meta_size()) + " (meta_size)");
+            throw bips::InvalidArgument("meta is " + std::to_string(len) +
+                                        " bytes; the pool allows " + std::to_string(p.meta_size()) +
+                                        " (meta_size)");
         p.publish(take_buffer(a[0]), ts, have_meta ? meta.buf : nullptr, have_meta ? len : 0);
         Py_RETURN_NONE;
     });
@@ -151,20 +152,32 @@ PyObject *producer_enter(PyObject *self, PyObject *) {
     return self;
 }
 
-PyObject *producer_exit(PyObject *self, PyObject *const *, Py_ssize_t) { return producer_close(self, nullptr); }
+PyObject *producer_exit(PyObject *self, PyObject *const *, Py_ssize_t) {
+    return producer_close(self, nullptr);
+}
 
 template <class F> PyObject *get(PyObject *self, F &&f) {
     return guarded([&] { return py::cast(f(producer_of(self))).release().ptr(); });
 }
 
-PyObject *get_closed(PyObject *s, void *) { return get(s, [](bips::Producer &p) { return p.closed(); }); }
-PyObject *get_stats(PyObject *s, void *) { return get(s, [](bips::Producer &p) { return p.stats(); }); }
-PyObject *get_name(PyObject *s, void *) { return get(s, [](bips::Producer &p) { return p.name(); }); }
-PyObject *get_capacity(PyObject *s, void *) { return get(s, [](bips::Producer &p) { return p.capacity(); }); }
+PyObject *get_closed(PyObject *s, void *) {
+    return get(s, [](bips::Producer &p) { return p.closed(); });
+}
+PyObject *get_stats(PyObject *s, void *) {
+    return get(s, [](bips::Producer &p) { return p.stats(); });
+}
+PyObject *get_name(PyObject *s, void *) {
+    return get(s, [](bips::Producer &p) { return p.name(); });
+}
+PyObject *get_capacity(PyObject *s, void *) {
+    return get(s, [](bips::Producer &p) { return p.capacity(); });
+}
 PyObject *get_buffer_size(PyObject *s, void *) {
     return get(s, [](bips::Producer &p) { return p.buffer_size(); });
 }
-PyObject *get_meta_size(PyObject *s, void *) { return get(s, [](bips::Producer &p) { return p.meta_size(); }); }
+PyObject *get_meta_size(PyObject *s, void *) {
+    return get(s, [](bips::Producer &p) { return p.meta_size(); });
+}
 PyObject *get_max_consumers(PyObject *s, void *) {
     return get(s, [](bips::Producer &p) { return p.max_consumers(); });
 }
@@ -184,9 +197,10 @@ PyObject *get_dtype(PyObject *s, void *) {
 PyObject *producer_repr(PyObject *self) {
     return guarded([&] {
         const bips::Producer &p = producer_of(self);
-        const std::string s = "<bips.Producer '" + p.name() + "' capacity=" + std::to_string(p.capacity()) +
-                              " buffer_size=" + std::to_string(p.buffer_size()) +
-                              " policy=" + policy_name(p.policy()) + (p.closed() ? " closed>" : ">");
+        const std::string s =
+            "<bips.Producer '" + p.name() + "' capacity=" + std::to_string(p.capacity()) +
+            " buffer_size=" + std::to_string(p.buffer_size()) +
+            " policy=" + policy_name(p.policy()) + (p.closed() ? " closed>" : ">");
         return PyUnicode_FromString(s.c_str());
     });
 }
@@ -206,7 +220,8 @@ PyMethodDef producer_methods[] = {
      "attached consumer. timestamp_ns defaults to CLOCK_MONOTONIC now; meta is bytes-like."},
     {"close", producer_close, METH_NOARGS, "close($self, /)\n--\n\nEnd of stream. Idempotent."},
     {"__enter__", producer_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"},
-    {"__exit__", fastcall(producer_exit), METH_FASTCALL, "__exit__($self, /, *args)\n--\n\nclose()."},
+    {"__exit__", fastcall(producer_exit), METH_FASTCALL,
+     "__exit__($self, /, *args)\n--\n\nclose()."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyGetSetDef producer_getset[] = {

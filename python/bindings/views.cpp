@@ -145,7 +145,8 @@ PyObject *make_dlpack(const ViewSpec &v, PyObject *const *args, Py_ssize_t nargs
     parse_args("__dlpack__", args, nargs, kwnames, names, a, 0);
     PyObject *stream = a[0], *max_version = a[1], *dl_device = a[2], *copy = a[3];
     if (copy && copy != Py_None && truth(copy))
-        throw py::buffer_error("bips exports shared memory without copying; copy=True is not supported");
+        throw py::buffer_error(
+            "bips exports shared memory without copying; copy=True is not supported");
     if (dl_device && dl_device != Py_None &&
         int_pair(dl_device, "dl_device").first != bips::dlpack::DEVICE_CPU)
         throw py::buffer_error("bips frames live in CPU memory");
@@ -173,7 +174,9 @@ PyObject *make_dlpack(const ViewSpec &v, PyObject *const *args, Py_ssize_t nargs
         auto &mt = ctx->versioned;
         mt.version = version;
         mt.manager_ctx = ctx;
-        mt.deleter = [](bips::dlpack::ManagedTensorVersioned *self) { drop_context(self->manager_ctx); };
+        mt.deleter = [](bips::dlpack::ManagedTensorVersioned *self) {
+            drop_context(self->manager_ctx);
+        };
         mt.flags = v.readonly ? bips::dlpack::FLAG_READ_ONLY : 0;
         fill_dl_tensor(ctx, v, mt.dl_tensor);
         cap = PyCapsule_New(&mt, "dltensor_versioned", versioned_capsule_gone);

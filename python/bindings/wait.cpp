@@ -16,7 +16,9 @@ namespace {
 // that forked.
 std::atomic<unsigned long> g_main_thread{0};
 
-void forked_child() noexcept { g_main_thread.store(PyThread_get_thread_ident(), std::memory_order_relaxed); }
+void forked_child() noexcept {
+    g_main_thread.store(PyThread_get_thread_ident(), std::memory_order_relaxed);
+}
 
 // Runs in a thread blocked in the core, without the GIL: takes it to run pending signal
 // handlers. Their exception (KeyboardInterrupt) stays set on this thread and surfaces when the
@@ -41,7 +43,8 @@ bips::Duration timeout_or_forever(std::optional<double> timeout) {
 } // namespace
 
 void install_interrupt_check() {
-    g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+    g_main_thread =
+        py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
     pthread_atfork(nullptr, nullptr, forked_child);
     bips::set_interrupt_check(python_interrupted);
 }
