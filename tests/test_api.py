@@ -782,3 +782,23 @@ def test_handles_inherited_across_fork_leave_the_parent_alone(pool_name: str) ->
             prod.publish(prod.acquire(timeout=1.0))
             assert cons.receive(timeout=1.0).seq == 1
             frame.release()
+
+
+def test_handles_and_frames_support_weak_references(pool_name: str) -> None:
+    import weakref
+
+    prod = bips.Producer(pool_name, capacity=2, buffer_size=8)
+    cons = bips.Consumer(pool_name)
+    buf = prod.acquire(timeout=1.0)
+    refs = [weakref.ref(prod), weakref.ref(cons), weakref.ref(buf)]
+    prod.publish(buf)
+    frame = cons.receive(timeout=1.0)
+    refs.append(weakref.ref(frame))
+    assert all(r() is not None for r in refs)
+    frame.release()
+    del buf, frame
+    cons.close()
+    prod.close()
+    del prod, cons
+    gc.collect()
+    assert all(r() is None for r in refs)

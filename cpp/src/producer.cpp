@@ -278,6 +278,12 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
     d->seq.store(seq, std::memory_order_relaxed);
     m_seq[idx].store(seq, std::memory_order_relaxed);
     m_seg->ring(seq)->store(idx, std::memory_order_relaxed);
+    // Counted before we look who is attached: a consumer that reads `published` after it
+    // attached then gets every frame from that count on (the frame being published either
+    // counted already, or reaches it). Under the publish mutex: no locked increment needed.
+    const std::uint64_t published = m_published.load(std::memory_order_relaxed) + 1;
+    m_published.store(published, std::memory_order_relaxed);
+    m_seg->header()->published.store(published, std::memory_order_seq_cst);
 
     ControlHeader *c = m_seg->ctl();
     // Only slots that can exist: a stray bit from a crashed or hostile writer must not make a
@@ -305,10 +311,6 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
     m_owned[idx].store(0, std::memory_order_release);
     if (delivered == 0)
         m_seg->wake_producer(); // free again at once: another thread may wait in acquire()
-    // Under the publish mutex: a plain increment, no locked instruction.
-    const std::uint64_t published = m_published.load(std::memory_order_relaxed) + 1;
-    m_published.store(published, std::memory_order_relaxed);
-    m_seg->header()->published.store(published, std::memory_order_relaxed);
     note_publish(now_ns, published);
 }
 

@@ -10,13 +10,16 @@ namespace bipspy {
 namespace {
 
 struct PinObject {
-    PyObject_HEAD bips::BufferPin pin;
+    PyObject_HEAD
+    bips::BufferPin pin;
 };
 
 struct BufferObject {
-    PyObject_HEAD bips::Buffer buffer; // empty once published or discarded
-    PinObject *pin;                    // made by the first view
-    PyObject *array;                   // numpy() result, cached until the format changes
+    PyObject_HEAD
+    bips::Buffer buffer; // empty once published or discarded
+    PinObject *pin;      // made by the first view
+    PyObject *array;     // numpy() result, cached until the format changes
+    PyObject *weakrefs;  // weakref support, as the pybind11 classes had
 };
 
 // Shape and strides of one buffer-protocol view: the buffer's format may change between views.
@@ -85,6 +88,8 @@ void forget_views(BufferObject *o) {
 
 void buffer_dealloc(PyObject *self) {
     BufferObject *o = as_buffer(self);
+    if (o->weakrefs)
+        PyObject_ClearWeakRefs(self);
     forget_views(o);
     o->buffer.~Buffer(); // unpublished: back to the pool
     PyObject_Free(self);
@@ -262,6 +267,7 @@ PyObject *new_buffer(bips::Buffer &&b) {
     new (&o->buffer) bips::Buffer(std::move(b));
     o->pin = nullptr;
     o->array = nullptr;
+    o->weakrefs = nullptr;
     return reinterpret_cast<PyObject *>(o);
 }
 
@@ -286,6 +292,7 @@ void register_buffer(py::module_ &m) {
 
     BufferType.tp_name = "bips._core.Buffer";
     BufferType.tp_basicsize = sizeof(BufferObject);
+    BufferType.tp_weaklistoffset = offsetof(BufferObject, weakrefs);
     BufferType.tp_dealloc = buffer_dealloc;
     BufferType.tp_repr = buffer_repr;
     BufferType.tp_as_buffer = &buffer_procs;

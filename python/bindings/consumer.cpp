@@ -14,10 +14,10 @@ namespace {
 
 struct ConsumerObject {
     PyObject_HEAD
-        // Empty until __init__ succeeded, then never replaced (a thread may wait in it without
-        // the GIL). Shared with the _AsyncWaiter, whose thread may still use it after this dies.
-        std::shared_ptr<bips::Consumer>
-            consumer;
+    // Empty until __init__ succeeded, then never replaced (a thread may wait in it without
+    // the GIL). Shared with the _AsyncWaiter, whose thread may still use it after this dies.
+    std::shared_ptr<bips::Consumer> consumer;
+    PyObject *weakrefs; // weakref support, as the pybind11 classes had
 };
 
 PyTypeObject ConsumerType = {PyVarObject_HEAD_INIT(nullptr, 0)};
@@ -67,6 +67,8 @@ int consumer_init(PyObject *self, PyObject *args, PyObject *kwargs) {
 
 void consumer_dealloc(PyObject *self) {
     auto *obj = reinterpret_cast<ConsumerObject *>(self);
+    if (obj->weakrefs)
+        PyObject_ClearWeakRefs(self);
     obj->consumer.~shared_ptr(); // detaches unless a waiter still shares it; frames stay valid
     Py_TYPE(self)->tp_free(self);
 }
@@ -240,6 +242,7 @@ bips::Consumer &consumer_of(py::handle obj) { return *shared_consumer(obj); }
 void register_consumer(py::module_ &m) {
     ConsumerType.tp_name = "bips._core.Consumer";
     ConsumerType.tp_basicsize = sizeof(ConsumerObject);
+    ConsumerType.tp_weaklistoffset = offsetof(ConsumerObject, weakrefs);
     ConsumerType.tp_dealloc = consumer_dealloc;
     ConsumerType.tp_repr = consumer_repr;
     ConsumerType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE;

@@ -10,15 +10,18 @@ namespace bipspy {
 namespace {
 
 struct FrameKeeper {
-    PyObject_HEAD bips::Frame frame;
+    PyObject_HEAD
+    bips::Frame frame;
     // Shape and strides in bytes for buffer-protocol views: the format never changes.
     Py_ssize_t shape[bips::MAX_DIMS];
     Py_ssize_t strides[bips::MAX_DIMS];
 };
 
 struct FrameObject {
-    PyObject_HEAD FrameKeeper *keeper; // nullptr once released
-    PyObject *array;                   // numpy() result, cached
+    PyObject_HEAD
+    FrameKeeper *keeper; // nullptr once released
+    PyObject *array;     // numpy() result, cached
+    PyObject *weakrefs;  // weakref support, as the pybind11 classes had
     // Copies, so that a released frame still says what it was.
     std::uint64_t seq;
     std::int64_t timestamp_ns;
@@ -62,6 +65,8 @@ ViewSpec spec(PyObject *self) {
 
 void frame_dealloc(PyObject *self) {
     FrameObject *f = as_frame(self);
+    if (f->weakrefs)
+        PyObject_ClearWeakRefs(self);
     Py_XDECREF(f->array);
     Py_XDECREF(reinterpret_cast<PyObject *>(f->keeper));
     PyObject_Free(self);
@@ -226,6 +231,7 @@ PyObject *new_frame(bips::Frame &&f) {
     const bips::Frame &fr = k->frame;
     o->keeper = k;
     o->array = nullptr;
+    o->weakrefs = nullptr;
     o->seq = fr.seq();
     o->timestamp_ns = fr.timestamp_ns();
     o->nbytes = fr.nbytes();
@@ -247,6 +253,7 @@ void register_frame(py::module_ &m) {
 
     FrameType.tp_name = "bips._core.Frame";
     FrameType.tp_basicsize = sizeof(FrameObject);
+    FrameType.tp_weaklistoffset = offsetof(FrameObject, weakrefs);
     FrameType.tp_dealloc = frame_dealloc;
     FrameType.tp_repr = frame_repr;
     FrameType.tp_as_buffer = &frame_buffer;

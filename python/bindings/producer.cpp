@@ -9,7 +9,9 @@ namespace bipspy {
 namespace {
 
 struct ProducerObject {
-    PyObject_HEAD bips::Producer *producer; // nullptr until __init__ succeeded
+    PyObject_HEAD
+    bips::Producer *producer; // nullptr until __init__ succeeded
+    PyObject *weakrefs;       // weakref support, as the pybind11 classes had
 };
 
 PyTypeObject ProducerType = {PyVarObject_HEAD_INIT(nullptr, 0)};
@@ -75,6 +77,8 @@ int producer_init(PyObject *self, PyObject *args, PyObject *kwargs) {
 
 void producer_dealloc(PyObject *self) {
     auto *obj = reinterpret_cast<ProducerObject *>(self);
+    if (obj->weakrefs)
+        PyObject_ClearWeakRefs(self);
     delete obj->producer; // closes
     obj->producer = nullptr;
     Py_TYPE(self)->tp_free(self);
@@ -242,6 +246,7 @@ PyGetSetDef producer_getset[] = {
 void register_producer(py::module_ &m) {
     ProducerType.tp_name = "bips._core.Producer";
     ProducerType.tp_basicsize = sizeof(ProducerObject);
+    ProducerType.tp_weaklistoffset = offsetof(ProducerObject, weakrefs);
     ProducerType.tp_dealloc = producer_dealloc;
     ProducerType.tp_repr = producer_repr;
     ProducerType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE;
