@@ -29,8 +29,10 @@
 
 namespace bips::detail {
 
-/// Longest a waiter spins before it sleeps. A wait longer than this is not worth a core.
-inline constexpr std::int64_t MAX_SPIN_NS = 20'000;
+/// Longest a waiter spins before it sleeps. A wait longer than this is not worth a core. Long
+/// enough to ride out the hiccups of a virtual machine (a vCPU descheduled, a timer interrupt):
+/// with 20 us, one such wait in ~40 made a side sleep, and the other followed it to sleep.
+inline constexpr std::int64_t MAX_SPIN_NS = 50'000;
 /// Shortest spin once spinning pays: a sleep and its wake-up cost about this much CPU anyway,
 /// and a budget cut to the last wait's length would miss on the first hiccup (an interrupt, a
 /// burst of cache misses).
