@@ -29,6 +29,7 @@ set(BIPS_CORE_SOURCES
   consumer.cpp
   consumer_attach.cpp
   notifier.cpp
+  fd_channel.cpp
   pool.cpp
   c_api.cpp
 )
