@@ -23,6 +23,11 @@ set(BIPS_CORE_SOURCES
   signaler.cpp
   segment_create.cpp
   segment_open.cpp
+  segment_device.cpp
+  device.cpp
+  cuda/driver.cpp
+  cuda/device_memory.cpp
+  cuda/stream_task.cpp
   sweep.cpp
   cleanup.cpp
   producer.cpp
@@ -43,7 +48,8 @@ function(bips_add_core_library target src_dir)
   target_compile_features(${target} PUBLIC cxx_std_17)
   # It goes into shared objects too: the Python module, the GStreamer plugin, a user's plugin.
   set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE ON)
-  target_link_libraries(${target} PUBLIC Threads::Threads)
+  # dlopen for the CUDA driver, loaded only when a GPU pool is used (in libc since glibc 2.34).
+  target_link_libraries(${target} PUBLIC Threads::Threads ${CMAKE_DL_LIBS})
   if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
     # shm_open and shm_unlink live in librt before glibc 2.34 (an empty stub since).
     target_link_libraries(${target} PUBLIC rt)

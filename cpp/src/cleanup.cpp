@@ -10,10 +10,23 @@
 #include <cerrno>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace bips::detail {
 
 namespace {
+
+// A GPU pool's descriptor socket, if it is one of `owner`'s (a dead producer's). Best effort.
+void unlink_fd_socket(const std::string &name, uid_t owner) noexcept {
+    try {
+        const std::string path = fd_socket_path_for(name);
+        struct stat st{};
+        if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid == owner)
+            (void)::unlink(path.c_str());
+    } catch (...) {
+    }
+}
 
 // Unlinks pool `name` (both files) if its pool file `fd` is a bips file, or the remains of
 // one, that no process uses. True if removed.
@@ -38,6 +51,7 @@ bool unlink_if_unused(int fd, const std::string &name) {
             // The control file first, while the pool file still holds the name: no producer
             // can make a new control file before the pool name is free, and freeing it (a
             // takeover) needs the guard we hold.
+            unlink_fd_socket(name, st.st_uid);
             if (ctl && ctl_st.st_uid == st.st_uid)
                 unlink_if_same(ctl_shm, ctl_st);
             removed = ::shm_unlink(shm.c_str()) == 0;

@@ -4,11 +4,15 @@
 #include "segment.hpp"
 #include "signaler.hpp"
 
+#include "cuda/device_memory.hpp"
+#include "cuda/stream_task.hpp"
+
 #include <bips/consumer.hpp>
 #include <bips/errors.hpp>
 #include <bips/pool.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <unistd.h>
@@ -357,6 +361,7 @@ Frame &Frame::operator=(Frame &&o) noexcept {
         m_meta_len = o.m_meta_len;
         m_dtype = o.m_dtype;
         std::copy(o.m_dims, o.m_dims + MAX_DIMS, m_dims);
+        m_stream = o.m_stream;
         o.m_data = nullptr;
     }
     return *this;
@@ -365,11 +370,43 @@ Frame &Frame::operator=(Frame &&o) noexcept {
 Frame::~Frame() { release(); }
 
 void Frame::release() noexcept {
-    if (m_att) {
+    if (!m_att)
+        return;
+    const detail::cuda::DeviceMemory *dev = m_att->segment().device_memory();
+    if (!dev || m_att->segment().inherited()) {
         m_att->release(m_index);
-        m_att.reset();
-        m_data = nullptr;
+    } else {
+        // After the consumer's kernels: the producer must never overwrite what they still read.
+        detail::Attachment *att = m_att.get();
+        const std::uint32_t index = m_index;
+        detail::cuda::run_after_noexcept(
+            m_stream, dev->ordinal(),
+            detail::cuda::StreamTask{[att, index]() noexcept { att->release(index); },
+                                     std::move(m_att)});
     }
+    m_att.reset();
+    m_data = nullptr;
+    m_stream = nullptr;
+}
+
+Device Frame::device() const noexcept {
+    const detail::cuda::DeviceMemory *dev = m_att ? m_att->segment().device_memory() : nullptr;
+    return dev ? Device{Device::cuda, dev->ordinal()} : Device{};
+}
+
+bool Frame::read_only_mapping() const noexcept {
+    const detail::cuda::DeviceMemory *dev = m_att ? m_att->segment().device_memory() : nullptr;
+    return !dev || dev->read_only();
+}
+
+void Frame::copy_to(void *dst) const {
+    if (!m_att)
+        throw InvalidArgument("copy_to() on a released frame");
+    const detail::cuda::DeviceMemory *dev = m_att->segment().device_memory();
+    if (dev)
+        detail::cuda::copy_to_host(dev->ordinal(), dst, m_data, m_nbytes);
+    else if (m_nbytes)
+        std::memcpy(dst, m_data, m_nbytes);
 }
 
 bool Frame::intact() const noexcept {
@@ -668,5 +705,9 @@ Shape Consumer::shape() const {
 }
 DType Consumer::dtype() const { return BIPS_PARAMS().dtype; }
 #undef BIPS_PARAMS
+Device Consumer::device() const {
+    const auto *dev = checked().current()->segment().device_memory();
+    return dev ? Device{Device::cuda, dev->ordinal()} : Device{};
+}
 
 } // namespace bips

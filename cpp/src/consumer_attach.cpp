@@ -16,6 +16,9 @@ namespace {
 constexpr Duration POLL_PAUSE = std::chrono::milliseconds(5);
 // How long a pool that is being created is waited for, even by a caller that does not wait.
 constexpr Duration INIT_WAIT = std::chrono::seconds(1);
+// How long a live producer may take to hand out a GPU pool's memory (it answers in microseconds;
+// a stopped or wedged one gets Timeout rather than a hang).
+constexpr Duration FD_FETCH_TIMEOUT = std::chrono::seconds(2);
 } // namespace
 
 std::shared_ptr<Segment> open_live(const std::string &name, std::int64_t owner,
@@ -28,6 +31,11 @@ std::shared_ptr<Segment> open_live(const std::string &name, std::int64_t owner,
         seg->header()->closed.load(std::memory_order_acquire) != 0 || !seg->producer_alive()) {
         why.producer_gone = true;
         seg->unlink_if_abandoned(); // nothing stale piles up; a live user keeps it
+        return nullptr;
+    }
+    // A GPU pool's memory comes from its producer; nobody answering means it just went.
+    if (seg->params().device.is_cuda() && !seg->import_device(FD_FETCH_TIMEOUT)) {
+        why.producer_gone = true;
         return nullptr;
     }
     return seg;

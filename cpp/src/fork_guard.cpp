@@ -3,6 +3,9 @@
 // and must not use (or change shared state through) a handle it inherited.
 #include "segment.hpp"
 
+#include "cuda/device_memory.hpp"
+#include "fd_channel.hpp"
+
 #include <bips/errors.hpp>
 
 #include <atomic>
@@ -55,7 +58,13 @@ struct ForkGuard {
 
 } // namespace
 
+Segment::Segment() = default;
+
 Segment::~Segment() {
+    if (inherited())
+        (void)m_device.release(); // the parent's mapping: CUDA must not be used after fork()
+    m_fd_server.reset();          // before the allocation it serves
+    m_device.reset();
     if (m_file)
         ForkGuard::get().remove(m_file.get());
     if (m_ctl_file)

@@ -8,9 +8,13 @@
 //                            write bits); consumers open and map it read-only:
 //     [head: PoolHeader | FrameDesc x capacity | u32 x capacity (ring)]  page-aligned
 //     [meta: capacity x meta_stride]
-//     [data: capacity x buffer_stride, page-aligned]
+//     [data: capacity x buffer_stride, page-aligned]     host pools only
 //   /dev/shm/bips.NAME@ctl   the control file, writable by every consumer (the pool's mode):
 //     [ControlHeader | StateWord x capacity | SlotDesc x max_consumers]  page-aligned
+//
+//   /dev/shm/bips.NAME@fd    GPU pools only: the producer's Unix socket that hands consumers the
+//                            descriptor of the pool's CUDA allocation (fd_channel.hpp), where
+//                            buffer i lies at i x device_stride.
 //
 // So a consumer can delay or disturb delivery through the control file, but it cannot change
 // what other consumers read: pixels, metadata, shapes, seq and timestamps.
@@ -33,10 +37,13 @@ namespace bips::detail {
 inline constexpr char MAGIC[8] = {'B', 'I', 'P', 'S', 'P', 'O', 'O', 'L'};
 inline constexpr char CTL_MAGIC[8] = {'B', 'I', 'P', 'S', 'C', 'T', 'R', 'L'};
 inline constexpr char CTL_SUFFIX[] = "@ctl"; // '@' is not allowed in pool names
+inline constexpr char FD_SUFFIX[] = "@fd";
 using bips::LAYOUT_VERSION;
 inline constexpr std::size_t CACHE_LINE = 64;
 inline constexpr std::size_t MAX_BUFFER_SIZE = std::size_t{1} << 40;
 inline constexpr std::size_t MAX_META_SIZE = std::size_t{1} << 20;
+/// Alignment of buffers in a GPU pool's allocation (CUDA's own allocations align to 256).
+inline constexpr std::size_t DEVICE_ALIGN = 4096;
 
 // Byte offsets used as OFD locks (advisory, independent of the file's contents).
 inline constexpr off_t LOCK_PRODUCER = 0;   // pool file: held by the live producer for its life
@@ -129,6 +136,15 @@ struct PoolHeader {
 
     std::uint64_t ctl_size;
 
+    // Where the buffers live. device_kind 0 (Device::cpu): in this file's data area. 2
+    // (Device::cuda): in one CUDA allocation of device_size bytes on the GPU device_uuid, buffer
+    // i at i x device_stride; the file has no data area.
+    std::uint32_t device_kind;
+    std::int32_t device_ordinal; // the producer's ordinal (informational: ordinals differ)
+    unsigned char device_uuid[16];
+    std::uint64_t device_stride;
+    std::uint64_t device_size;
+
     // Written by the producer after creation; read by everyone.
     alignas(CACHE_LINE) std::atomic<std::uint32_t> ready; // 1 once initialised
     std::atomic<std::uint32_t> closed;                    // 1 after a clean producer close
@@ -176,8 +192,10 @@ struct Layout {
 
 inline constexpr std::size_t align_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
 
+/// `host_data`: the buffers live in the pool file (host pools), else elsewhere (GPU pools).
 inline Layout compute_layout(std::uint32_t capacity, std::uint32_t max_consumers,
-                             std::size_t buffer_size, std::size_t meta_size, std::size_t page) {
+                             std::size_t buffer_size, std::size_t meta_size, std::size_t page,
+                             bool host_data = true) {
     Layout l;
     l.page_size = page;
     l.desc_offset = align_up(sizeof(PoolHeader), CACHE_LINE);
@@ -186,7 +204,7 @@ inline Layout compute_layout(std::uint32_t capacity, std::uint32_t max_consumers
     l.meta_offset = l.control_size;
     l.meta_stride = align_up(meta_size, CACHE_LINE);
     l.data_offset = align_up(l.meta_offset + std::size_t{capacity} * l.meta_stride, page);
-    l.buffer_stride = align_up(buffer_size, page);
+    l.buffer_stride = host_data ? align_up(buffer_size, page) : 0;
     l.file_size = l.data_offset + std::size_t{capacity} * l.buffer_stride;
     l.state_offset = align_up(sizeof(ControlHeader), CACHE_LINE);
     l.slot_offset = l.state_offset + std::size_t{capacity} * sizeof(StateWord);

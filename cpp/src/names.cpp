@@ -30,6 +30,9 @@ std::string shm_name_for(const std::string &name) {
 }
 
 std::string ctl_shm_name_for(const std::string &name) { return shm_name_for(name) + CTL_SUFFIX; }
+std::string fd_socket_path_for(const std::string &name) {
+    return "/dev/shm" + shm_name_for(name) + FD_SUFFIX;
+}
 
 } // namespace detail
 } // namespace bips

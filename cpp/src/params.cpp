@@ -6,6 +6,8 @@
 
 #include <bips/errors.hpp>
 
+#include <cstring>
+
 namespace bips::detail {
 
 Params make_params(const PoolOptions &o) {
@@ -28,6 +30,10 @@ Params make_params(const PoolOptions &o) {
     if ((o.mode & ~mode_t{0777}) != 0 || (o.mode & 0600) != 0600)
         throw InvalidArgument(
             "mode must be a permission mode that includes 0600 (e.g. 0600, 0660, 0666)");
+    if (o.device.kind != Device::cpu && o.device.kind != Device::cuda)
+        throw InvalidArgument("unknown device kind");
+    if (o.device.index < 0 || (o.device.kind == Device::cpu && o.device.index != 0))
+        throw InvalidArgument("invalid device " + o.device.str());
     for (auto d : o.shape)
         if (d < 0)
             throw InvalidArgument("shape dimensions must be >= 0");
@@ -56,8 +62,11 @@ Params make_params(const PoolOptions &o) {
     p.ndim = static_cast<std::uint32_t>(o.shape.size());
     for (std::size_t i = 0; i < o.shape.size(); ++i)
         p.shape[i] = o.shape[i];
-    p.layout =
-        compute_layout(p.capacity, p.max_consumers, p.buffer_size, p.meta_size, posix::page_size());
+    p.device = o.device;
+    if (p.device.is_cuda())
+        p.device_stride = align_up(p.buffer_size, DEVICE_ALIGN);
+    p.layout = compute_layout(p.capacity, p.max_consumers, p.buffer_size, p.meta_size,
+                              posix::page_size(), !p.device.is_cuda());
     return p;
 }
 
@@ -90,7 +99,14 @@ Params validate_header(const std::string &name, const PoolHeader &h, std::size_t
         throw IncompatiblePool("pool '" + name + "' uses page size " + std::to_string(page) +
                                ", not usable with this system's " +
                                std::to_string(posix::page_size()));
-    Layout l = compute_layout(h.capacity, h.max_consumers, h.buffer_size, h.meta_size, page);
+    if (h.device_kind != Device::cpu && h.device_kind != Device::cuda)
+        throw IncompatiblePool("pool '" + name + "' lives on a device of kind " +
+                               std::to_string(h.device_kind) + ", which this bips does not know");
+    const bool cuda = h.device_kind == Device::cuda;
+    if (cuda && (h.device_stride != align_up(h.buffer_size, DEVICE_ALIGN) ||
+                 h.device_size < h.device_stride * h.capacity || h.device_ordinal < 0))
+        corrupt(name, "its GPU allocation does not match its parameters");
+    Layout l = compute_layout(h.capacity, h.max_consumers, h.buffer_size, h.meta_size, page, !cuda);
     if (h.control_size != l.control_size || h.desc_offset != l.desc_offset ||
         h.slot_offset != l.slot_offset || h.ctl_size != l.ctl_size ||
         h.meta_offset != l.meta_offset || h.meta_stride != l.meta_stride ||
@@ -111,6 +127,12 @@ Params validate_header(const std::string &name, const PoolHeader &h, std::size_t
         p.shape[i] = h.shape[i];
     p.dtype = dt;
     p.layout = l;
+    if (cuda) {
+        p.device = Device{Device::cuda, h.device_ordinal};
+        std::memcpy(p.device_uuid, h.device_uuid, sizeof(p.device_uuid));
+        p.device_stride = h.device_stride;
+        p.device_size = h.device_size;
+    }
     return p;
 }
 

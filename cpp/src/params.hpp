@@ -26,6 +26,11 @@ struct Params {
     std::int64_t shape[MAX_DIMS] = {};
     DType dtype;
     Layout layout;
+    /// GPU pools: the producer's device (kind and ordinal), the GPU's UUID, the allocation.
+    Device device;
+    unsigned char device_uuid[16] = {};
+    std::size_t device_stride = 0;
+    std::size_t device_size = 0;
 };
 
 /// Checks creation options and turns them into Params; throws InvalidArgument.

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Looking at pools from outside: listing, details, cleanup of what dead processes left.
+#include "cuda/driver.hpp"
 #include "segment.hpp"
 
 #include <bips/errors.hpp>
@@ -46,6 +47,11 @@ PoolInfo describe(const detail::Segment &seg) {
     info.producer_pid = h->producer_pid;
     info.created_ns = static_cast<std::uint64_t>(h->created_ns);
     info.file_size = p.layout.file_size;
+    if (p.device.is_cuda()) {
+        info.device = "cuda";
+        info.device_uuid = detail::cuda::uuid_text(p.device_uuid);
+        info.device_ordinal = p.device.index;
+    }
     std::uint64_t attached = c->attached.load(std::memory_order_acquire);
     for (std::uint32_t s = 0; s < p.max_consumers; ++s) {
         bool alive = seg.slot_alive(s);

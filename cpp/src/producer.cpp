@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "interrupt.hpp"
 #include "producer_core.hpp"
+
+#include "cuda/device_memory.hpp"
+#include "cuda/stream_task.hpp"
 #include "signaler.hpp"
 
 #include <bips/errors.hpp>
@@ -243,7 +246,35 @@ std::optional<Buffer> ProducerCore::acquire(Clock::time_point deadline, bool wai
 }
 
 void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *meta,
-                           std::size_t meta_len) {
+                           std::size_t meta_len, CudaStream stream) {
+    const std::int64_t now_ns = prepare(buf, timestamp_ns, meta, meta_len);
+    if (!params().device.is_cuda()) {
+        commit(buf, now_ns);
+        return;
+    }
+    // A GPU pool: the frame becomes visible once the work queued on `stream` (the producer's
+    // kernels writing it) has finished, without blocking this thread. The buffer stays ours
+    // meanwhile; if the producer closes first, it is given back unpublished.
+    struct Pending {
+        std::shared_ptr<ProducerCore> core;
+        Buffer buf;
+    };
+    auto pending = std::make_shared<Pending>(Pending{shared_from_this(), std::move(buf)});
+    Pending *raw = pending.get();
+    cuda::run_after(stream, params().device.index,
+                    cuda::StreamTask{[raw]() noexcept {
+                                         try {
+                                             if (!raw->core->closed())
+                                                 raw->core->commit(raw->buf, posix::monotonic_ns());
+                                         } catch (...) {
+                                             // Lost or closed meanwhile: the buffer goes back.
+                                         }
+                                     },
+                                     std::move(pending)});
+}
+
+std::int64_t ProducerCore::prepare(Buffer &buf, std::int64_t timestamp_ns, const void *meta,
+                                   std::size_t meta_len) {
     if (!buf)
         throw InvalidArgument(
             "publish() needs an acquired buffer (this one is empty or already published)");
@@ -272,6 +303,13 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
     d->nbytes = f.nbytes;
     const std::int64_t now_ns = posix::monotonic_ns();
     d->timestamp_ns = timestamp_ns >= 0 ? timestamp_ns : now_ns;
+    return now_ns;
+}
+
+void ProducerCore::commit(Buffer &buf, std::int64_t now_ns) {
+    m_seg->check_not_lost();
+    const std::uint32_t idx = buf.m_index;
+    FrameDesc *d = m_seg->desc(idx);
     // Threads publishing at once must make frames visible in seq order: consumers rely on it.
     std::lock_guard<std::mutex> order(m_publish_mutex);
     const std::uint64_t seq = m_next_seq.fetch_add(1, std::memory_order_relaxed);
@@ -349,6 +387,7 @@ void ProducerCore::close() noexcept {
     if (m_seg->inherited())
         return; // the parent's producer: closing it is the parent's business
     m_seg->header()->closed.store(1, std::memory_order_seq_cst);
+    m_seg->stop_serving(); // a GPU pool's memory: no new consumers
     m_seg->wake_consumers();
     ControlHeader *c = m_seg->ctl();
     c->free_futex.fetch_add(1, std::memory_order_seq_cst); // wake our own threads in acquire()
@@ -427,6 +466,21 @@ void Buffer::give_back() noexcept {
 }
 
 std::size_t Buffer::capacity() const noexcept { return m_core ? m_core->params().buffer_size : 0; }
+
+Device Buffer::device() const noexcept { return m_core ? m_core->params().device : Device{}; }
+
+void Buffer::copy_from(const void *src, std::size_t n, CudaStream stream) {
+    if (!m_core)
+        throw InvalidArgument("copy_from() on an empty buffer");
+    if (n > capacity())
+        throw InvalidArgument("copy_from(): " + std::to_string(n) + " bytes do not fit the " +
+                              std::to_string(capacity()) + "-byte buffer");
+    const Device dev = device();
+    if (dev.is_cuda())
+        detail::cuda::copy_to_device(dev.index, m_data, src, n, stream);
+    else if (n)
+        std::memcpy(m_data, src, n);
+}
 
 // The format lives in the producer's own memory: nothing a consumer writes can change it.
 std::size_t Buffer::ndim() const noexcept { return m_core ? m_core->format(m_index).ndim : 0; }
@@ -535,10 +589,12 @@ std::optional<Buffer> Producer::try_acquire_for(Duration timeout) {
 }
 
 void Producer::publish(Buffer &&buffer, std::int64_t timestamp_ns, const void *meta,
-                       std::size_t meta_len) {
+                       std::size_t meta_len, CudaStream stream) {
     Buffer b = std::move(buffer);
-    core_of(m_core).publish(b, timestamp_ns, meta, meta_len);
+    core_of(m_core).publish(b, timestamp_ns, meta, meta_len, stream);
 }
+
+Device Producer::device() const noexcept { return m_core ? m_core->params().device : Device{}; }
 
 void Producer::close() noexcept {
     if (m_core)

@@ -19,7 +19,9 @@ public:
     ~ProducerCore();
 
     std::optional<Buffer> acquire(Clock::time_point deadline, bool wait);
-    void publish(Buffer &buf, std::int64_t timestamp_ns, const void *meta, std::size_t meta_len);
+    /// Publishes now (host pools), or once the work queued on `stream` has finished (GPU pools).
+    void publish(Buffer &buf, std::int64_t timestamp_ns, const void *meta, std::size_t meta_len,
+                 CudaStream stream);
     void close() noexcept;
     bool closed() const noexcept { return m_closed.load(std::memory_order_acquire); }
     ProducerStats stats() const;
@@ -50,6 +52,12 @@ public:
     const Params &params() const noexcept { return m_seg->params(); }
 
 private:
+    // publish's two halves: checks and the descriptor (in the caller, errors to the caller),
+    // then visibility (maybe later, in a CUDA host function: no CUDA calls, no allocations).
+    // prepare returns the time it read (the default timestamp).
+    std::int64_t prepare(Buffer &buf, std::int64_t timestamp_ns, const void *meta,
+                         std::size_t meta_len);
+    void commit(Buffer &buf, std::int64_t now_ns);
     bool claim_free(std::uint32_t &index) noexcept;
     bool reclaim_oldest(std::uint32_t &index) noexcept;
     void maybe_sweep(std::int64_t now_ns, bool force, bool may_wait);

@@ -23,10 +23,17 @@
 
 namespace bips::detail {
 
+class FdServer;
+namespace cuda {
+class DeviceMemory;
+}
+
 /// The pool file's shm name of pool `name` ("/bips.NAME"); throws InvalidArgument for a bad name.
 std::string shm_name_for(const std::string &name);
 /// The control file's shm name of pool `name`.
 std::string ctl_shm_name_for(const std::string &name);
+/// The path of a GPU pool's descriptor socket ("/dev/shm/bips.NAME@fd").
+std::string fd_socket_path_for(const std::string &name);
 
 /// Removes pool `name` if it is a bips pool, or the remains of one, that no live process uses.
 bool remove_if_unused(const std::string &name);
@@ -87,10 +94,19 @@ public:
                                                               m_params.layout.ring_offset) +
                seq % m_params.capacity;
     }
+    /// Buffer i's data: in the pool file's data area, or, for GPU pools, a device address.
     std::byte *data(std::uint32_t i) const noexcept {
-        return m_payload.data() + (m_params.layout.data_offset - m_params.layout.control_size) +
-               std::size_t{i} * m_params.layout.buffer_stride;
+        return m_data_base + std::size_t{i} * m_data_stride;
     }
+    /// A GPU pool's mapped allocation (nullptr for host pools, and before import_device()).
+    const cuda::DeviceMemory *device_memory() const noexcept { return m_device.get(); }
+    /// Consumer of a GPU pool: fetches the allocation's descriptor from the producer (checking
+    /// who serves it) and maps it on this process's GPU with the pool's UUID. False when nobody
+    /// serves it (the producer is gone). Throws DeviceUnavailable, DeviceError, Timeout,
+    /// CorruptPool, std::system_error (EPERM: refused, or served by a stranger).
+    bool import_device(Duration timeout);
+    /// Producer: stops handing the allocation to new consumers (on close).
+    void stop_serving() noexcept;
     std::byte *meta(std::uint32_t i) const noexcept {
         return m_payload.data() + (m_params.layout.meta_offset - m_params.layout.control_size) +
                std::size_t{i} * m_params.layout.meta_stride;
@@ -154,7 +170,7 @@ public:
     std::uint32_t count_free() const noexcept;
 
 private:
-    Segment() = default;
+    Segment(); // defined where DeviceMemory and FdServer are complete
     void adopt(posix::File f, posix::File ctl);
     [[noreturn]] void throw_lost() const;
     std::string m_name;
@@ -173,6 +189,10 @@ private:
     std::unique_ptr<unsigned char[]> m_header_image;
     std::unique_ptr<unsigned char[]> m_ctl_header_image;
     std::uint64_t m_fork_generation = 0;
+    std::byte *m_data_base = nullptr; // buffer 0's data
+    std::size_t m_data_stride = 0;
+    std::unique_ptr<cuda::DeviceMemory> m_device; // GPU pools
+    std::unique_ptr<FdServer> m_fd_server;        // GPU pools, producer side
 };
 
 } // namespace bips::detail

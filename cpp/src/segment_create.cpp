@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Creating a pool as its producer: both files made, sized, locked and filled before anyone can
 // use them, replacing the pool of a producer that is gone.
+#include "cuda/device_memory.hpp"
+#include "fd_channel.hpp"
 #include "params.hpp"
 #include "pool_files.hpp"
 #include "segment.hpp"
@@ -109,6 +111,14 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
     // writing (only root, or one that chmods it first, could).
     const mode_t pool_mode = p.mode & ~mode_t{0222};
     const auto &l = p.layout;
+    // A GPU pool's allocation first: without a usable GPU nothing is created in /dev/shm.
+    std::unique_ptr<cuda::DeviceMemory> device;
+    if (p.device.is_cuda()) {
+        device =
+            cuda::DeviceMemory::create(p.device.index, std::size_t{p.capacity} * p.device_stride);
+        std::memcpy(p.device_uuid, device->uuid().bytes, sizeof(p.device_uuid));
+        p.device_size = device->size();
+    }
     std::shared_ptr<Segment> seg(new Segment());
     seg->m_name = name;
     seg->m_shm_name = shm;
@@ -121,9 +131,14 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
             posix::throw_errno("fchmod(" + shm + ")");
         size_file(fd, l.file_size, shm);
         seg->m_head = posix::Mapping(fd, l.control_size, 0, PROT_READ | PROT_WRITE, shm);
-        seg->m_payload =
-            posix::Mapping(fd, l.file_size - l.control_size, static_cast<off_t>(l.control_size),
-                           PROT_READ | PROT_WRITE, shm);
+        if (l.file_size > l.control_size) // a GPU pool without metadata has nothing more
+            seg->m_payload =
+                posix::Mapping(fd, l.file_size - l.control_size, static_cast<off_t>(l.control_size),
+                               PROT_READ | PROT_WRITE, shm);
+        if (!p.device.is_cuda()) {
+            seg->m_data_base = seg->m_payload.data() + (l.data_offset - l.control_size);
+            seg->m_data_stride = l.buffer_stride;
+        }
         PoolHeader *h = seg->header();
         std::memcpy(h->magic, MAGIC, sizeof(MAGIC));
         h->layout_version = LAYOUT_VERSION;
@@ -154,6 +169,11 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
         h->created_ns = posix::realtime_ns();
         h->producer_pid = static_cast<std::int32_t>(::getpid());
         std::strncpy(h->name, name.c_str(), sizeof(h->name) - 1);
+        h->device_kind = p.device.kind;
+        h->device_ordinal = p.device.index;
+        std::memcpy(h->device_uuid, p.device_uuid, sizeof(h->device_uuid));
+        h->device_stride = p.device_stride;
+        h->device_size = p.device_size;
     };
 
     // Owner-writable until it is named and reopened under its name (below).
@@ -244,7 +264,19 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
         c = create_ctl(name, ctl_shm, p.mode);
         size_file(c.get(), l.ctl_size, ctl_shm);
         seg->m_ctl = posix::Mapping(c.get(), l.ctl_size, 0, PROT_READ | PROT_WRITE, ctl_shm);
+        if (device) {
+            // Served before `ready`: a consumer that sees the pool can fetch its memory.
+            std::vector<posix::File> fds;
+            fds.push_back(device->export_fd());
+            seg->m_fd_server = std::make_unique<FdServer>(fd_socket_path_for(name),
+                                                          FdPolicy{st.st_uid, st.st_gid, p.mode},
+                                                          seg->m_instance_id, std::move(fds));
+            seg->m_data_base = device->base();
+            seg->m_data_stride = p.device_stride;
+            seg->m_device = std::move(device);
+        }
     } catch (...) {
+        seg->m_fd_server.reset();
         if (c)
             unlink_if_same(ctl_shm, posix::fstat_file(c.get(), ctl_shm));
         unlink_if_same(shm, st);

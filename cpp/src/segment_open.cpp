@@ -146,8 +146,14 @@ std::shared_ptr<Segment> Segment::open(const std::string &name, Access access, O
             corrupt(name, "truncated while being read");
     } else {
         seg->m_head = posix::Mapping(f.get(), l.control_size, 0, PROT_READ, shm);
-        seg->m_payload = posix::Mapping(f.get(), l.file_size - l.control_size,
-                                        static_cast<off_t>(l.control_size), PROT_READ, shm);
+        if (l.file_size > l.control_size) // a GPU pool without metadata has nothing more
+            seg->m_payload = posix::Mapping(f.get(), l.file_size - l.control_size,
+                                            static_cast<off_t>(l.control_size), PROT_READ, shm);
+        // GPU pools: import_device() sets it to the device allocation.
+        if (!p.device.is_cuda()) {
+            seg->m_data_base = seg->m_payload.data() + (l.data_offset - l.control_size);
+            seg->m_data_stride = l.buffer_stride;
+        }
         seg->m_ctl = posix::Mapping(c.get(), l.ctl_size, 0, PROT_READ | PROT_WRITE, ctl_shm);
     }
     seg->m_params = p;

@@ -67,6 +67,7 @@ ViewSpec spec(PyObject *self) {
     v.dtype = b.dtype();
     v.ndim = b.ndim();
     v.readonly = false;
+    v.device = b.device();
     const bool shaped = v.ndim > 0 && v.ndim <= bips::MAX_DIMS &&
                         bips::frame_bytes(b.dims(), v.ndim, v.dtype, b.capacity());
     if (shaped) {
@@ -151,7 +152,17 @@ PyObject *buffer_dlpack(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
     return guarded([&] { return make_dlpack(spec(self), args, nargs, kw); });
 }
 
-PyObject *buffer_dlpack_device(PyObject *, PyObject *) { return dlpack_device(); }
+PyObject *buffer_dlpack_device(PyObject *self, PyObject *) {
+    return guarded([&] { return dlpack_device(live(self).device()); });
+}
+
+PyObject *get_cuda_array_interface(PyObject *self, void *) {
+    return guarded([&] { return cuda_array_interface(spec(self)); });
+}
+
+PyObject *get_device(PyObject *self, void *) {
+    return guarded([&] { return device_text(live(self).device()); });
+}
 
 int buffer_getbuffer(PyObject *self, Py_buffer *view, int flags) {
     try {
@@ -240,7 +251,7 @@ PyMethodDef buffer_methods[] = {
      "__dlpack__($self, /, *, stream=None, max_version=None, dl_device=None, copy=None)\n--\n\n"
      "A writable DLPack capsule over the buffer."},
     {"__dlpack_device__", buffer_dlpack_device, METH_NOARGS,
-     "__dlpack_device__($self, /)\n--\n\n(kDLCPU, 0)."},
+     "__dlpack_device__($self, /)\n--\n\n(kDLCPU, 0), or (kDLCUDA, ordinal) in a GPU pool."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyGetSetDef buffer_getset[] = {
@@ -252,6 +263,11 @@ PyGetSetDef buffer_getset[] = {
      nullptr},
     {"index", get_index, nullptr, "Index of the buffer in the pool.", nullptr},
     {"published", get_published, nullptr, "True once published or discarded.", nullptr},
+    {"device", get_device, nullptr, "Where the buffer lives: \"cpu\" or \"cuda:N\".", nullptr},
+    {"__cuda_array_interface__", get_cuda_array_interface, nullptr,
+     "The CUDA Array Interface (v3) of a GPU pool's buffer (writable); AttributeError in a "
+     "host pool.",
+     nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
 PyBufferProcs buffer_procs = {buffer_getbuffer, nullptr};

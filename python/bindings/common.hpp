@@ -51,6 +51,12 @@ std::size_t size_arg(PyObject *o, const char *name);
 /// An int argument in [0, max]; `fallback` when not given. TypeError, OverflowError.
 std::size_t unsigned_arg(PyObject *o, const char *name, std::size_t max, std::size_t fallback);
 std::string policy_name(bips::Policy p);
+/// A CUDA stream argument: None (the legacy default stream), an int handle (DLPack's: 1 legacy
+/// default, 2 per-thread default, -1 no synchronisation), or an object with __cuda_stream__()
+/// (the CUDA stream protocol), .cuda_stream (torch) or .ptr (CuPy). TypeError otherwise.
+bips::CudaStream dlpack_stream(PyObject *o);
+/// "cpu" / "cuda:N" (views.cpp).
+PyObject *device_text(bips::Device d);
 bips::Policy to_policy(const std::string &s);
 
 /// The arguments of a METH_FASTCALL | METH_KEYWORDS call, by position or keyword; `names`

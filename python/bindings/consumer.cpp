@@ -162,6 +162,9 @@ PyObject *get_shape(PyObject *s, void *) {
 PyObject *get_dtype(PyObject *s, void *) {
     return guarded([&] { return numpy_dtype(of(s).dtype()).inc_ref().ptr(); });
 }
+PyObject *get_device(PyObject *s, void *) {
+    return guarded([&] { return device_text(of(s).device()); });
+}
 
 PyObject *consumer_repr(PyObject *self) {
     return guarded([&] {
@@ -201,6 +204,10 @@ PyGetSetDef consumer_getset[] = {
     {"policy", get_policy, nullptr, "'block' or 'drop_oldest'.", nullptr},
     {"shape", get_shape, nullptr, "The pool's default frame shape.", nullptr},
     {"dtype", get_dtype, nullptr, "The pool's default frame dtype.", nullptr},
+    {"device", get_device, nullptr,
+     "Where the pool's frames live: \"cpu\", or \"cuda:N\" (this process's ordinal of the pool's "
+     "GPU).",
+     nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
 } // namespace

@@ -185,3 +185,36 @@ void parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyOb
 }
 
 } // namespace bipspy
+
+namespace bipspy {
+
+bips::CudaStream dlpack_stream(PyObject *o) {
+    if (!o || o == Py_None)
+        return nullptr;
+    py::object handle;
+    if (PyIndex_Check(o)) {
+        handle = py::reinterpret_borrow<py::object>(o);
+    } else if (PyObject_HasAttrString(o, "__cuda_stream__")) {
+        // The CUDA stream protocol: (version, handle).
+        py::object t = py::reinterpret_borrow<py::object>(o).attr("__cuda_stream__")();
+        if (!PyTuple_Check(t.ptr()) || PyTuple_GET_SIZE(t.ptr()) != 2)
+            throw py::type_error("__cuda_stream__() must return (version, handle)");
+        handle = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(t.ptr(), 1));
+    } else if (PyObject_HasAttrString(o, "cuda_stream")) { // torch.cuda.Stream
+        handle = py::reinterpret_borrow<py::object>(o).attr("cuda_stream");
+    } else if (PyObject_HasAttrString(o, "ptr")) { // cupy.cuda.Stream
+        handle = py::reinterpret_borrow<py::object>(o).attr("ptr");
+    } else {
+        throw py::type_error(std::string("stream must be None, an int handle or a CUDA stream "
+                                         "object (torch, CuPy, __cuda_stream__), not ") +
+                             Py_TYPE(o)->tp_name);
+    }
+    const std::int64_t v = int64_arg(handle.ptr(), "stream");
+    if (v == -1)
+        return bips::STREAM_NONE;
+    if (v < -1)
+        throw bips::InvalidArgument("stream must be a CUDA stream handle, -1 or None");
+    return reinterpret_cast<bips::CudaStream>(static_cast<std::uintptr_t>(v));
+}
+
+} // namespace bipspy

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The DLPack ABI (https://dmlc.github.io/dlpack/latest/), declared from the specification:
-// only the structs bips exports, CPU only.
+// only the structs bips exports, on the CPU and on CUDA devices.
 #pragma once
 
 #include <cstdint>
@@ -8,7 +8,7 @@
 namespace bips::dlpack {
 
 struct Device {
-    std::int32_t device_type; // 1 = kDLCPU
+    std::int32_t device_type; // 1 = kDLCPU, 2 = kDLCUDA
     std::int32_t device_id;
 };
 
@@ -41,6 +41,7 @@ struct Version {
 
 inline constexpr std::uint64_t FLAG_READ_ONLY = 1ull << 0;
 inline constexpr std::int32_t DEVICE_CPU = 1;
+inline constexpr std::int32_t DEVICE_CUDA = 2;
 inline constexpr Version VERSION = {1, 1};
 
 struct ManagedTensorVersioned {

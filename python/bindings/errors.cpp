@@ -12,7 +12,7 @@ namespace {
 
 struct Exceptions {
     PyObject *error, *timeout, *not_found, *incompatible, *corrupt, *gone, *busy, *too_many,
-        *invalid;
+        *invalid, *device_unavailable, *device_error;
 } EXC;
 
 // The tuples of bases live as long as the module (made once).
@@ -71,6 +71,10 @@ void translate(std::exception_ptr p) {
         PyErr_SetString(EXC.too_many, e.what());
     } catch (const bips::InvalidArgument &e) {
         PyErr_SetString(EXC.invalid, e.what());
+    } catch (const bips::DeviceUnavailable &e) {
+        PyErr_SetString(EXC.device_unavailable, e.what());
+    } catch (const bips::DeviceError &e) {
+        PyErr_SetString(EXC.device_error, e.what());
     } catch (const bips::Error &e) {
         PyErr_SetString(EXC.error, e.what());
     } catch (const std::system_error &e) {
@@ -97,6 +101,10 @@ void register_errors(py::module_ &m) {
                                  "Every consumer slot of the pool is taken.");
     EXC.invalid = new_exception(m, "InvalidArgument", tuple_of({EXC.error, PyExc_ValueError}),
                                 "A bad argument or a closed handle.");
+    EXC.device_unavailable = new_exception(
+        m, "DeviceUnavailable", EXC.error,
+        "GPU pools cannot be used here: no CUDA driver or device, or not the pool's GPU.");
+    EXC.device_error = new_exception(m, "DeviceError", EXC.error, "A CUDA driver call failed.");
     py::register_exception_translator(translate);
 }
 

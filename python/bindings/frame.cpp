@@ -5,6 +5,7 @@
 #include "views.hpp"
 
 #include <new>
+#include <vector>
 
 namespace bipspy {
 namespace {
@@ -30,6 +31,7 @@ struct FrameObject {
     std::uint32_t ndim;
     bips::DType dtype;
     std::int64_t dims[bips::MAX_DIMS];
+    bips::Device device;
 };
 
 PyTypeObject KeeperType = {PyVarObject_HEAD_INIT(nullptr, 0)};
@@ -60,6 +62,9 @@ ViewSpec spec(PyObject *self) {
     v.ndim = f->ndim;
     std::copy(f->dims, f->dims + f->ndim, v.dims);
     v.readonly = true;
+    v.device = f->device;
+    v.mapping_read_only = k.frame.read_only_mapping();
+    v.frame = const_cast<bips::Frame *>(&k.frame);
     return v;
 }
 
@@ -85,8 +90,22 @@ PyObject *frame_numpy(PyObject *self, PyObject *) {
     });
 }
 
-PyObject *frame_release(PyObject *self, PyObject *) {
+PyObject *frame_release(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
     FrameObject *f = as_frame(self);
+    if (nargs || kw) {
+        static const char *const names[] = {"stream"};
+        PyObject *a[1];
+        try {
+            parse_args("release", args, nargs, kw, names, a);
+            if (f->keeper && a[0] && f->device.is_cuda())
+                f->keeper->frame.set_stream(dlpack_stream(a[0]));
+            else if (a[0])
+                dlpack_stream(a[0]); // checked for host frames too
+        } catch (...) {
+            set_python_error();
+            return nullptr;
+        }
+    }
     Py_CLEAR(f->array);
     PyObject *k = reinterpret_cast<PyObject *>(f->keeper);
     f->keeper = nullptr;
@@ -100,7 +119,23 @@ PyObject *frame_enter(PyObject *self, PyObject *) {
 }
 
 PyObject *frame_exit(PyObject *self, PyObject *const *, Py_ssize_t) {
-    return frame_release(self, nullptr);
+    return frame_release(self, nullptr, 0, nullptr);
+}
+
+PyObject *frame_to_host(PyObject *self, PyObject *) {
+    return guarded([&] {
+        const FrameKeeper &k = live(self);
+        const FrameObject *f = as_frame(self);
+        std::vector<py::ssize_t> shape(f->dims, f->dims + f->ndim);
+        py::array out(numpy_dtype(f->dtype), shape);
+        if (static_cast<std::size_t>(out.nbytes()) < k.frame.nbytes())
+            throw bips::Error("frame is larger than its shape says");
+        {
+            py::gil_scoped_release nogil; // a device copy waits for the GPU
+            k.frame.copy_to(out.mutable_data());
+        }
+        return out.release().ptr();
+    });
 }
 
 PyObject *frame_array(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
@@ -114,7 +149,15 @@ PyObject *frame_dlpack(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     return guarded([&] { return make_dlpack(spec(self), args, nargs, kw); });
 }
 
-PyObject *frame_dlpack_device(PyObject *, PyObject *) { return dlpack_device(); }
+PyObject *frame_dlpack_device(PyObject *self, PyObject *) {
+    return dlpack_device(as_frame(self)->device);
+}
+
+PyObject *get_cuda_array_interface(PyObject *self, void *) {
+    return guarded([&] { return cuda_array_interface(spec(self)); });
+}
+
+PyObject *get_device(PyObject *self, void *) { return device_text(as_frame(self)->device); }
 
 int frame_getbuffer(PyObject *self, Py_buffer *view, int flags) {
     try {
@@ -181,9 +224,14 @@ template <class F> PyCFunction fastcall(F f) {
 PyMethodDef frame_methods[] = {
     {"numpy", frame_numpy, METH_NOARGS,
      "numpy($self, /)\n--\n\nA read-only numpy array of the frame (cached, zero copy)."},
-    {"release", frame_release, METH_NOARGS,
-     "release($self, /)\n--\n\nGives the frame back; deferred until every view made from it is "
-     "gone. Idempotent."},
+    {"release", fastcall(frame_release), METH_FASTCALL | METH_KEYWORDS,
+     "release($self, /, stream=None)\n--\n\nGives the frame back; deferred until every view made "
+     "from it is gone. Idempotent.\nGPU frames go back once the work queued on `stream` (by "
+     "default the stream given to __dlpack__,\nelse the legacy default stream) has finished; "
+     "stream=-1: at once."},
+    {"to_host", frame_to_host, METH_NOARGS,
+     "to_host($self, /)\n--\n\nA numpy array with a copy of the frame (for GPU frames: a "
+     "device-to-host copy)."},
     {"__enter__", frame_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"},
     {"__exit__", fastcall(frame_exit), METH_FASTCALL,
      "__exit__($self, /, *args)\n--\n\nrelease()."},
@@ -193,7 +241,7 @@ PyMethodDef frame_methods[] = {
      "__dlpack__($self, /, *, stream=None, max_version=None, dl_device=None, copy=None)\n--\n\n"
      "A DLPack capsule over the frame (read-only flag set; versioned DLPack only)."},
     {"__dlpack_device__", frame_dlpack_device, METH_NOARGS,
-     "__dlpack_device__($self, /)\n--\n\n(kDLCPU, 0)."},
+     "__dlpack_device__($self, /)\n--\n\n(kDLCPU, 0), or (kDLCUDA, ordinal) for a GPU frame."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyGetSetDef frame_getset[] = {
@@ -210,6 +258,10 @@ PyGetSetDef frame_getset[] = {
     {"shape", get_shape, nullptr, "Shape of the frame.", nullptr},
     {"dtype", get_dtype, nullptr, "numpy dtype of the frame.", nullptr},
     {"meta", get_meta, nullptr, "The metadata published with the frame (bytes).", nullptr},
+    {"device", get_device, nullptr, "Where the frame lives: \"cpu\" or \"cuda:N\".", nullptr},
+    {"__cuda_array_interface__", get_cuda_array_interface, nullptr,
+     "The CUDA Array Interface (v3, read-only) of a GPU frame; AttributeError for a host frame.",
+     nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
 PyBufferProcs frame_buffer = {frame_getbuffer, nullptr};
@@ -239,6 +291,7 @@ PyObject *new_frame(bips::Frame &&f) {
     o->ndim = static_cast<std::uint32_t>(fr.ndim()); // at most MAX_DIMS
     o->dtype = fr.dtype();
     std::copy(fr.dims(), fr.dims() + o->ndim, o->dims);
+    o->device = fr.device();
     return reinterpret_cast<PyObject *>(o);
 }
 

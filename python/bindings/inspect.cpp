@@ -144,6 +144,11 @@ void register_inspect(py::module_ &m) {
         .def_readonly("producer_pid", &bips::PoolInfo::producer_pid)
         .def_readonly("created_ns", &bips::PoolInfo::created_ns)
         .def_readonly("file_size", &bips::PoolInfo::file_size)
+        .def_readonly("device", &bips::PoolInfo::device, "\"cpu\" or \"cuda\".")
+        .def_readonly("device_uuid", &bips::PoolInfo::device_uuid,
+                      "GPU pools: the GPU's UUID (\"GPU-...\"), the same in every process.")
+        .def_readonly("device_ordinal", &bips::PoolInfo::device_ordinal,
+                      "GPU pools: the producer's ordinal of the GPU.")
         .def_readonly("slots", &bips::PoolInfo::slots)
         .def_property_readonly("error",
                                [](const bips::PoolInfo &i) -> py::object {
@@ -173,6 +178,11 @@ void register_inspect(py::module_ &m) {
           "Removes pool `name` if no producer and no consumer is alive; True if removed.");
     m.def("validate_name", &bips::validate_name, py::arg("name"),
           "Raises InvalidArgument for a bad pool name.");
+    m.def("cuda_available", &bips::cuda_available,
+          "True if GPU pools can be used here (the CUDA driver loads and has a device that shares "
+          "memory as file descriptors).");
+    m.def("cuda_unavailable_reason", &bips::cuda_unavailable_reason,
+          "Why cuda_available() is False (\"\" when it is True).");
 }
 
 } // namespace bipspy

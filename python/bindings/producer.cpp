@@ -31,18 +31,18 @@ PyObject *producer_new(PyTypeObject *type, PyObject *, PyObject *) {
 }
 
 int producer_init(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static const char *kwlist[] = {"name",          "capacity",      "shape", "dtype",
-                                   "buffer_size",   "policy",        "mode",  "meta_size",
-                                   "max_consumers", "adaptive_spin", nullptr};
+    static const char *kwlist[] = {"name",          "capacity",      "shape",  "dtype",
+                                   "buffer_size",   "policy",        "mode",   "meta_size",
+                                   "max_consumers", "adaptive_spin", "device", nullptr};
     const char *name = nullptr;
     PyObject *capacity = nullptr, *shape = Py_None, *dtype = nullptr, *buffer_size = nullptr,
-             *mode = nullptr, *meta_size = nullptr, *max_consumers = nullptr;
+             *mode = nullptr, *meta_size = nullptr, *max_consumers = nullptr, *device = nullptr;
     const char *policy = "block";
     int adaptive_spin = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$OOOOsOOOp:Producer",
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$OOOOsOOOpO:Producer",
                                      const_cast<char **>(kwlist), &name, &capacity, &shape, &dtype,
                                      &buffer_size, &policy, &mode, &meta_size, &max_consumers,
-                                     &adaptive_spin))
+                                     &adaptive_spin, &device))
         return -1;
     auto *obj = reinterpret_cast<ProducerObject *>(self);
     try {
@@ -60,6 +60,8 @@ int producer_init(PyObject *self, PyObject *args, PyObject *kwargs) {
         o.meta_size = unsigned_arg(meta_size, "meta_size", SIZE_MAX, 0);
         o.max_consumers = unsigned_arg(max_consumers, "max_consumers", UINT32_MAX, o.max_consumers);
         o.adaptive_spin = adaptive_spin != 0;
+        if (device && device != Py_None) // "cuda:0", or a torch.device (its str() is that)
+            o.device = bips::Device::parse(py::str(device).cast<std::string>());
         std::unique_ptr<bips::Producer> p;
         {
             py::gil_scoped_release nogil;
@@ -103,9 +105,9 @@ PyObject *producer_try_acquire(PyObject *self, PyObject *) {
 
 PyObject *producer_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
     return guarded([&] {
-        static const char *const names[] = {"buffer", "timestamp_ns", "meta"};
-        PyObject *a[3];
-        parse_args("publish", args, nargs, kw, names, a);
+        static const char *const names[] = {"buffer", "timestamp_ns", "meta", "stream"};
+        PyObject *a[4];
+        parse_args("publish", args, nargs, kw, names, a, 3);
         if (!a[0])
             throw py::type_error("publish() needs a bips.Buffer from acquire()");
         bips::Producer &p = producer_of(self);
@@ -134,12 +136,14 @@ PyObject *producer_publish(PyObject *self, PyObject *const *args, Py_ssize_t nar
             }
         } release{&meta, have_meta};
         // Checked before the buffer is taken: a refused publish leaves it acquired.
+        const bips::CudaStream stream = dlpack_stream(a[3]);
         const auto len = static_cast<std::size_t>(meta.len);
         if (have_meta && len > p.meta_size())
             throw bips::InvalidArgument("meta is " + std::to_string(len) +
                                         " bytes; the pool allows " + std::to_string(p.meta_size()) +
                                         " (meta_size)");
-        p.publish(take_buffer(a[0]), ts, have_meta ? meta.buf : nullptr, have_meta ? len : 0);
+        p.publish(take_buffer(a[0]), ts, have_meta ? meta.buf : nullptr, have_meta ? len : 0,
+                  stream);
         Py_RETURN_NONE;
     });
 }
@@ -197,6 +201,9 @@ PyObject *get_shape(PyObject *s, void *) {
 PyObject *get_dtype(PyObject *s, void *) {
     return guarded([&] { return numpy_dtype(producer_of(s).dtype()).inc_ref().ptr(); });
 }
+PyObject *get_device(PyObject *s, void *) {
+    return guarded([&] { return device_text(producer_of(s).device()); });
+}
 
 PyObject *producer_repr(PyObject *self) {
     return guarded([&] {
@@ -220,8 +227,11 @@ PyMethodDef producer_methods[] = {
     {"try_acquire", producer_try_acquire, METH_NOARGS,
      "try_acquire($self, /)\n--\n\nA free buffer or None, without waiting."},
     {"publish", fastcall(producer_publish), METH_FASTCALL | METH_KEYWORDS,
-     "publish($self, /, buffer, timestamp_ns=None, meta=None)\n--\n\nPublishes `buffer` to every "
-     "attached consumer. timestamp_ns defaults to CLOCK_MONOTONIC now; meta is bytes-like."},
+     "publish($self, /, buffer, timestamp_ns=None, meta=None, *, stream=None)\n--\n\nPublishes "
+     "`buffer` to every attached consumer. timestamp_ns defaults to CLOCK_MONOTONIC now; meta is "
+     "bytes-like.\nGPU pools: the frame becomes visible once the work queued on `stream` (the "
+     "stream the buffer was\nwritten on: an int handle, a torch or CuPy stream; None: the legacy "
+     "default stream) has finished;\nthe call does not wait for it."},
     {"close", producer_close, METH_NOARGS, "close($self, /)\n--\n\nEnd of stream. Idempotent."},
     {"__enter__", producer_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"},
     {"__exit__", fastcall(producer_exit), METH_FASTCALL,
@@ -239,6 +249,7 @@ PyGetSetDef producer_getset[] = {
     {"policy", get_policy, nullptr, "'block' or 'drop_oldest'.", nullptr},
     {"shape", get_shape, nullptr, "Default frame shape.", nullptr},
     {"dtype", get_dtype, nullptr, "Default frame dtype.", nullptr},
+    {"device", get_device, nullptr, "Where the buffers live: \"cpu\" or \"cuda:N\".", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
 } // namespace
@@ -252,8 +263,9 @@ void register_producer(py::module_ &m) {
     ProducerType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE;
     ProducerType.tp_doc =
         "Producer(name, *, capacity=8, shape=None, dtype='uint8', buffer_size=0, policy='block', "
-        "mode=0o600, meta_size=0, max_consumers=8, adaptive_spin=True)\n--\n\n"
-        "Creates a pool and publishes frames into it.";
+        "mode=0o600, meta_size=0, max_consumers=8, adaptive_spin=True, device='cpu')\n--\n\n"
+        "Creates a pool and publishes frames into it. device='cuda:N' keeps the buffers on that "
+        "GPU.";
     ProducerType.tp_methods = producer_methods;
     ProducerType.tp_getset = producer_getset;
     ProducerType.tp_new = producer_new;

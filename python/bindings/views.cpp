@@ -40,7 +40,8 @@ void fill_dl_tensor(DLContext *ctx, const ViewSpec &v, bips::dlpack::Tensor &t) 
     std::copy(v.dims, v.dims + v.ndim, ctx->shape);
     c_strides(v, 1, ctx->strides);
     t.data = v.data;
-    t.device = {bips::dlpack::DEVICE_CPU, 0};
+    t.device = v.device.is_cuda() ? bips::dlpack::Device{bips::dlpack::DEVICE_CUDA, v.device.index}
+                                  : bips::dlpack::Device{bips::dlpack::DEVICE_CPU, 0};
     t.ndim = static_cast<std::int32_t>(v.ndim);
     t.dtype = {v.dtype.code, v.dtype.bits, 1};
     t.shape = ctx->shape;
@@ -82,7 +83,15 @@ bool truth(PyObject *o) {
 
 } // namespace
 
+void refuse_device(const ViewSpec &v, const char *what) {
+    if (v.device.is_cuda())
+        throw py::buffer_error(std::string(what) + ": the data lives on " + v.device.str() +
+                               ", not in host memory; use torch.from_dlpack / cupy.from_dlpack "
+                               "(zero copy) or frame.to_host() (a copy)");
+}
+
 PyObject *make_numpy(const ViewSpec &v) {
+    refuse_device(v, "numpy()");
     auto &api = py::detail::npy_api::get();
     Py_intptr_t shape[bips::MAX_DIMS];
     for (std::size_t i = 0; i < v.ndim; ++i)
@@ -104,6 +113,13 @@ PyObject *make_numpy(const ViewSpec &v) {
 
 int fill_py_buffer(const ViewSpec &v, Py_buffer *view, int flags, Py_ssize_t *shape,
                    Py_ssize_t *strides) {
+    if (v.device.is_cuda()) {
+        PyErr_SetString(PyExc_BufferError, ("the data lives on " + v.device.str() +
+                                            "; the buffer protocol is for host memory (use DLPack)")
+                                               .c_str());
+        view->obj = nullptr;
+        return -1;
+    }
     if ((flags & PyBUF_WRITABLE) == PyBUF_WRITABLE && v.readonly) {
         PyErr_SetString(PyExc_BufferError, "frames are read-only");
         view->obj = nullptr;
@@ -147,12 +163,26 @@ PyObject *make_dlpack(const ViewSpec &v, PyObject *const *args, Py_ssize_t nargs
     if (copy && copy != Py_None && truth(copy))
         throw py::buffer_error(
             "bips exports shared memory without copying; copy=True is not supported");
-    if (dl_device && dl_device != Py_None &&
-        int_pair(dl_device, "dl_device").first != bips::dlpack::DEVICE_CPU)
-        throw py::buffer_error("bips frames live in CPU memory");
-    if (stream && stream != Py_None &&
-        !(PyLong_Check(stream) && PyLong_AsLong(stream) == -1 && !PyErr_Occurred()))
-        throw py::buffer_error("stream must be None for CPU tensors");
+    const bips::dlpack::Device here =
+        v.device.is_cuda() ? bips::dlpack::Device{bips::dlpack::DEVICE_CUDA, v.device.index}
+                           : bips::dlpack::Device{bips::dlpack::DEVICE_CPU, 0};
+    if (dl_device && dl_device != Py_None) {
+        const auto want = int_pair(dl_device, "dl_device");
+        if (want.first != here.device_type || (v.device.is_cuda() && want.second != here.device_id))
+            throw py::buffer_error("the data lives on " + v.device.str() +
+                                   " and bips never copies it to another device");
+    }
+    if (!v.device.is_cuda()) {
+        if (stream && stream != Py_None &&
+            !(PyLong_Check(stream) && PyLong_AsLong(stream) == -1 && !PyErr_Occurred()))
+            throw py::buffer_error("stream must be None for CPU tensors");
+    } else if (v.frame) {
+        // The data is complete already (a GPU frame is published only after the producer's
+        // work); the importer's stream is the one the frame's release must wait for.
+        v.frame->set_stream(dlpack_stream(stream));
+    } else if (stream && stream != Py_None) {
+        dlpack_stream(stream); // a producer's own buffer: nothing to order, but check it
+    }
     bool versioned = false;
     bips::dlpack::Version version = bips::dlpack::VERSION;
     if (max_version && max_version != Py_None) {
@@ -162,9 +192,11 @@ PyObject *make_dlpack(const ViewSpec &v, PyObject *const *args, Py_ssize_t nargs
         if (mv.first == 1 && minor < version.minor)
             version.minor = static_cast<std::uint32_t>(minor);
     }
-    if (!versioned && v.readonly)
-        // The legacy struct cannot say read-only; an importer would write into a PROT_READ
-        // mapping and crash. numpy and torch ask for the versioned one.
+    // The legacy struct cannot say read-only; an importer would write into a PROT_READ
+    // mapping and crash. numpy and torch ask for the versioned one. On a GPU the driver's
+    // read-only mapping makes such a write fail in the writer's own kernel, so older
+    // frameworks that only know the legacy struct may have it there.
+    if (!versioned && v.readonly && !(v.device.is_cuda() && v.mapping_read_only))
         throw py::buffer_error("frames are read-only: ask for DLPack >= 1.0 (max_version=(1, 0)), "
                                "which carries the read-only flag");
     auto *ctx = new DLContext{};
@@ -212,6 +244,29 @@ PyObject *array_protocol(PyObject *array, PyObject *const *args, Py_ssize_t narg
     return a.release().ptr();
 }
 
-PyObject *dlpack_device() { return Py_BuildValue("(ii)", bips::dlpack::DEVICE_CPU, 0); }
+PyObject *dlpack_device(bips::Device d) {
+    return d.is_cuda() ? Py_BuildValue("(ii)", bips::dlpack::DEVICE_CUDA, d.index)
+                       : Py_BuildValue("(ii)", bips::dlpack::DEVICE_CPU, 0);
+}
+
+PyObject *cuda_array_interface(const ViewSpec &v) {
+    if (!v.device.is_cuda()) {
+        PyErr_SetString(PyExc_AttributeError,
+                        "__cuda_array_interface__: the data lives in host memory");
+        return nullptr;
+    }
+    py::dict d;
+    d["shape"] = shape_tuple(v.dims, v.ndim);
+    d["typestr"] = numpy_dtype(v.dtype).attr("str");
+    d["data"] =
+        py::make_tuple(py::int_(reinterpret_cast<std::uintptr_t>(v.data)), py::bool_(v.readonly));
+    d["strides"] = py::none(); // C-contiguous
+    d["version"] = 3;
+    // No stream: the data is complete when it is handed out, nothing to wait for.
+    d["stream"] = py::none();
+    return d.release().ptr();
+}
+
+PyObject *device_text(bips::Device d) { return PyUnicode_FromString(d.str().c_str()); }
 
 } // namespace bipspy

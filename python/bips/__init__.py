@@ -13,6 +13,9 @@ shared memory::
     with bips.Consumer("cam0", timeout=5.0) as cons:
         for frame in cons:
             use(frame.numpy())
+
+With ``device="cuda:0"`` the buffers live on the GPU instead, and frames are CUDA tensors
+(``torch.from_dlpack(frame)``) in every consumer, with no copy (see docs/gpu.md).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from bips._core import (
     Buffer,
     ConsumerStats,
     CorruptPool,
+    DeviceError,
+    DeviceUnavailable,
     Error,
     Frame,
     IncompatiblePool,
@@ -42,6 +47,8 @@ from bips._core import (
     Timeout,
     TooManyConsumers,
     __version__,
+    cuda_available,
+    cuda_unavailable_reason,
     list_pools,
     pool_info,
     reclaim_dead_consumers,
@@ -58,6 +65,8 @@ __all__ = [
     "Consumer",
     "ConsumerStats",
     "CorruptPool",
+    "DeviceError",
+    "DeviceUnavailable",
     "Error",
     "Frame",
     "IncompatiblePool",
@@ -72,6 +81,8 @@ __all__ = [
     "Timeout",
     "TooManyConsumers",
     "__version__",
+    "cuda_available",
+    "cuda_unavailable_reason",
     "get_cmake_dir",
     "get_gst_plugin_path",
     "get_include",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as _numpy
 import typing
 import typing_extensions
-__all__: list[str] = ['Buffer', 'Consumer', 'ConsumerStats', 'CorruptPool', 'Error', 'Frame', 'IncompatiblePool', 'InvalidArgument', 'LAYOUT_VERSION', 'MAX_CAPACITY', 'MAX_CONSUMERS', 'MAX_DIMS', 'PoolBusy', 'PoolInfo', 'PoolNotFound', 'Producer', 'ProducerGone', 'ProducerStats', 'SlotInfo', 'Timeout', 'TooManyConsumers', 'list_pools', 'pool_info', 'reclaim_dead_consumers', 'remove_stale_pool', 'validate_name', 'video_formats']
+__all__: list[str] = ['Buffer', 'Consumer', 'ConsumerStats', 'CorruptPool', 'DeviceError', 'DeviceUnavailable', 'Error', 'Frame', 'IncompatiblePool', 'InvalidArgument', 'LAYOUT_VERSION', 'MAX_CAPACITY', 'MAX_CONSUMERS', 'MAX_DIMS', 'PoolBusy', 'PoolInfo', 'PoolNotFound', 'Producer', 'ProducerGone', 'ProducerStats', 'SlotInfo', 'Timeout', 'TooManyConsumers', 'cuda_available', 'cuda_unavailable_reason', 'list_pools', 'pool_info', 'reclaim_dead_consumers', 'remove_stale_pool', 'validate_name', 'video_formats']
 class Error(Exception):
     """
     Base class of every bips error.
@@ -38,6 +38,14 @@ class PoolBusy(Error):
 class TooManyConsumers(Error):
     """
     Every consumer slot of the pool is taken.
+    """
+class DeviceUnavailable(Error):
+    """
+    GPU pools cannot be used here: no CUDA driver or device, or not the pool's GPU.
+    """
+class DeviceError(Error):
+    """
+    A CUDA driver call failed.
     """
 class InvalidArgument(Error, ValueError):
     """
@@ -208,6 +216,21 @@ class PoolInfo:
     def file_size(self) -> int:
         ...
     @property
+    def device(self) -> str:
+        """
+        "cpu" or "cuda".
+        """
+    @property
+    def device_uuid(self) -> str:
+        """
+        GPU pools: the GPU's UUID ("GPU-..."), the same in every process.
+        """
+    @property
+    def device_ordinal(self) -> int:
+        """
+        GPU pools: the producer's ordinal of the GPU.
+        """
+    @property
     def fps(self) -> float:
         """
         Frames/s over the last full second; 0.0 when idle for over 2 s.
@@ -278,9 +301,25 @@ class Frame:
         """
         A read-only numpy array of the frame (cached, zero copy).
         """
-    def release(self) -> None:
+    def release(self, stream: typing.Any = None) -> None:
         """
         Gives the frame back; deferred until every view made from it is gone. Idempotent.
+        GPU frames go back once the work queued on `stream` (by default the stream given to __dlpack__,
+        else the legacy default stream) has finished; stream=-1: at once.
+        """
+    def to_host(self) -> typing.Any:
+        """
+        A numpy array with a copy of the frame (for GPU frames: a device-to-host copy).
+        """
+    @property
+    def device(self) -> str:
+        """
+        Where the frame lives: "cpu" or "cuda:N".
+        """
+    @property
+    def __cuda_array_interface__(self) -> dict[str, typing.Any]:
+        """
+        The CUDA Array Interface (v3, read-only) of a GPU frame; AttributeError for a host frame.
         """
     @property
     def dtype(self) -> _numpy.dtype[typing.Any]:
@@ -367,6 +406,16 @@ class Buffer:
     @property
     def shape(self) -> tuple[int, ...]:
         ...
+    @property
+    def device(self) -> str:
+        """
+        Where the buffer lives: "cpu" or "cuda:N".
+        """
+    @property
+    def __cuda_array_interface__(self) -> dict[str, typing.Any]:
+        """
+        The CUDA Array Interface (v3) of a GPU pool's buffer (writable); AttributeError in a host pool.
+        """
 class Producer:
     """
     Creates a pool and publishes frames into it.
@@ -375,7 +424,7 @@ class Producer:
         ...
     def __exit__(self, *args: object) -> None:
         ...
-    def __init__(self, name: str, *, capacity: typing.SupportsInt | typing.SupportsIndex = 8, shape: typing.Any = None, dtype: typing.Any = 'uint8', buffer_size: typing.SupportsInt | typing.SupportsIndex = 0, policy: str = 'block', mode: typing.SupportsInt | typing.SupportsIndex = 384, meta_size: typing.SupportsInt | typing.SupportsIndex = 0, max_consumers: typing.SupportsInt | typing.SupportsIndex = 8, adaptive_spin: bool = True) -> None:
+    def __init__(self, name: str, *, capacity: typing.SupportsInt | typing.SupportsIndex = 8, shape: typing.Any = None, dtype: typing.Any = 'uint8', buffer_size: typing.SupportsInt | typing.SupportsIndex = 0, policy: str = 'block', mode: typing.SupportsInt | typing.SupportsIndex = 384, meta_size: typing.SupportsInt | typing.SupportsIndex = 0, max_consumers: typing.SupportsInt | typing.SupportsIndex = 8, adaptive_spin: bool = True, device: typing.Any = 'cpu') -> None:
         ...
     def __repr__(self) -> str:
         ...
@@ -387,9 +436,12 @@ class Producer:
         """
         End of stream. Idempotent.
         """
-    def publish(self, buffer: Buffer, timestamp_ns: typing.SupportsInt | None = None, meta: typing.Any = None) -> None:
+    def publish(self, buffer: Buffer, timestamp_ns: typing.SupportsInt | None = None, meta: typing.Any = None, *, stream: typing.Any = None) -> None:
         """
         Publishes `buffer` to every attached consumer. timestamp_ns defaults to CLOCK_MONOTONIC now; meta is bytes-like.
+        GPU pools: the frame becomes visible once the work queued on `stream` (the stream the buffer was
+        written on: an int handle, a torch or CuPy stream; None: the legacy default stream) has finished;
+        the call does not wait for it.
         """
     def try_acquire(self) -> Buffer | None:
         """
@@ -404,6 +456,11 @@ class Producer:
     @property
     def closed(self) -> bool:
         ...
+    @property
+    def device(self) -> str:
+        """
+        Where the buffers live: "cpu" or "cuda:N".
+        """
     @property
     def dtype(self) -> _numpy.dtype[typing.Any]:
         ...
@@ -467,6 +524,11 @@ class Consumer:
     def closed(self) -> bool:
         ...
     @property
+    def device(self) -> str:
+        """
+        Where the pool's frames live: "cpu", or "cuda:N" (this process's ordinal of the pool's GPU).
+        """
+    @property
     def dtype(self) -> _numpy.dtype[typing.Any]:
         ...
     @property
@@ -497,6 +559,14 @@ class _AsyncWaiter:
         ...
     def fileno(self) -> int:
         ...
+def cuda_available() -> bool:
+    """
+    True if GPU pools can be used here (the CUDA driver loads and has a device that shares memory as file descriptors).
+    """
+def cuda_unavailable_reason() -> str:
+    """
+    Why cuda_available() is False ("" when it is True).
+    """
 def list_pools() -> list[PoolInfo]:
     """
     Every bips pool under /dev/shm, read without attaching.
@@ -521,7 +591,7 @@ def video_formats() -> list[tuple[str, list[tuple[int, int, int, int]], bool, bo
     """
     The video convention's formats: (name, planes, image, big_endian) each, a plane being (row divisor, column divisor, channels, bytes per sample).
     """
-LAYOUT_VERSION: int = 2
+LAYOUT_VERSION: int = 4
 MAX_CAPACITY: int = 1024
 MAX_CONSUMERS: int = 32
 MAX_DIMS: int = 8

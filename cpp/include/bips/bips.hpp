@@ -2,6 +2,7 @@
 #pragma once
 
 #include <bips/consumer.hpp>
+#include <bips/device.hpp>
 #include <bips/errors.hpp>
 #include <bips/interrupt.hpp>
 #include <bips/notifier.hpp>

@@ -27,7 +27,10 @@ public:
     ~Frame();
 
     explicit operator bool() const noexcept { return m_att != nullptr; }
+    /// The frame's data: host memory, or, from a GPU pool, a device address (see device()).
     const std::byte *data() const noexcept { return m_data; }
+    /// Where data() lives: Device::cpu, or the CUDA device of this process that holds the pool.
+    Device device() const noexcept;
     std::size_t nbytes() const noexcept { return m_nbytes; }
     std::uint64_t seq() const noexcept { return m_seq; }
     /// CLOCK_MONOTONIC nanoseconds given by the producer (default: when it published).
@@ -46,7 +49,24 @@ public:
     /// (see docs/security.md). Never blocks.
     bool intact() const noexcept;
     /// Gives the buffer back now (idempotent). Pointers from data()/meta_data() become invalid.
+    /// A device frame goes back once the GPU work queued so far on its stream (set_stream(),
+    /// by default the legacy default stream) has finished, without waiting for it here.
     void release() noexcept;
+    /// Device frames: the stream this frame is read on, which release() (and the destructor)
+    /// wait for. STREAM_NONE: give it back at once (the caller waited). Host frames ignore it.
+    void set_stream(CudaStream stream) noexcept { m_stream = stream; }
+    CudaStream stream() const noexcept { return m_stream; }
+    /// set_stream(stream), then release().
+    void release(CudaStream stream) noexcept {
+        m_stream = stream;
+        release();
+    }
+    /// True when the memory itself refuses writes from this process: host frames always (a
+    /// read-only mapping); device frames where the driver could map the pool read-only.
+    bool read_only_mapping() const noexcept;
+    /// Copies the frame's nbytes() to host memory `dst` (a device frame through CUDA, waiting
+    /// for the copy). Throws InvalidArgument once released, DeviceError if the copy fails.
+    void copy_to(void *dst) const;
 
 private:
     friend class detail::Attachment;
@@ -61,6 +81,7 @@ private:
     std::uint32_t m_meta_len = 0;
     DType m_dtype;
     std::int64_t m_dims[MAX_DIMS] = {};
+    CudaStream m_stream = nullptr;
 };
 
 /// Attaches to a pool and receives every frame published after it attached, in order.
@@ -111,6 +132,8 @@ public:
     Policy policy() const;
     Shape shape() const;
     DType dtype() const;
+    /// Where the current pool's frames live (a CUDA device of this process for GPU pools).
+    Device device() const;
 
 private:
     struct State;

@@ -61,6 +61,20 @@ public:
     using Error::Error;
 };
 
+/// GPU pools cannot be used here: no CUDA driver (libcuda.so.1), no device, a device that
+/// cannot share memory as file descriptors, or the pool's GPU is not visible to this process.
+/// Host pools are unaffected.
+class DeviceUnavailable : public Error {
+public:
+    using Error::Error;
+};
+
+/// A CUDA driver call failed; the message names the call and the CUDA error.
+class DeviceError : public Error {
+public:
+    using Error::Error;
+};
+
 /// A bad argument: invalid pool name, shape that does not fit, unknown dtype, closed handle...
 class InvalidArgument : public Error {
 public:

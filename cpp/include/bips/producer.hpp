@@ -49,8 +49,15 @@ public:
 
     /// False for a moved-from or default-constructed buffer.
     explicit operator bool() const noexcept { return m_core != nullptr; }
-    /// Start of the page-aligned data area.
+    /// Start of the data area: page-aligned host memory, or, in a GPU pool, a device address
+    /// (4096-aligned) for kernels and cudaMemcpy, never for the CPU.
     std::byte *data() const noexcept { return m_data; }
+    /// Where data() lives: the pool's device.
+    Device device() const noexcept;
+    /// Copies `n` host bytes into the buffer: memcpy in a host pool; in a GPU pool an
+    /// asynchronous copy on `stream` (publish on the same stream). Throws InvalidArgument if `n`
+    /// exceeds capacity(), DeviceError if the copy cannot be queued.
+    void copy_from(const void *src, std::size_t n, CudaStream stream = nullptr);
     /// Bytes the buffer can hold (the pool's buffer_size).
     std::size_t capacity() const noexcept;
     /// Index of the buffer in the pool.
@@ -112,8 +119,13 @@ public:
     /// Publishes `buffer` to every attached consumer. timestamp_ns < 0 means CLOCK_MONOTONIC now.
     /// meta is copied into the frame's metadata area; throws InvalidArgument if it is too long or
     /// the buffer belongs to another producer.
+    ///
+    /// GPU pools: the frame becomes visible once the GPU work queued on `stream` so far (the
+    /// kernels that wrote it) has finished; the call never waits for it. nullptr is the legacy
+    /// default stream, STREAM_NONE means the caller already waited. Throws DeviceError if
+    /// `stream` cannot be used. Host pools ignore `stream`.
     void publish(Buffer &&buffer, std::int64_t timestamp_ns = -1, const void *meta = nullptr,
-                 std::size_t meta_len = 0);
+                 std::size_t meta_len = 0, CudaStream stream = nullptr);
 
     /// Marks end of stream: consumers drain what is queued, then get ProducerGone. The name is
     /// unlinked so a new producer can start at once; mapped memory lives on while used. Idempotent.
@@ -129,6 +141,8 @@ public:
     std::uint32_t max_consumers() const noexcept;
     Shape shape() const;
     DType dtype() const noexcept;
+    /// Where the pool's buffers live.
+    Device device() const noexcept;
 
 private:
     std::shared_ptr<detail::ProducerCore> m_core;

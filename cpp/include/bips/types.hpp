@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <bips/device.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -21,7 +23,7 @@ constexpr std::uint32_t MAX_CONSUMERS = 32;
 constexpr std::uint32_t MAX_CAPACITY = 1024;
 /// Version of the shared-memory layout this build reads and writes. Peers of another layout
 /// version refuse each other's pools with IncompatiblePool.
-constexpr std::uint32_t LAYOUT_VERSION = 3;
+constexpr std::uint32_t LAYOUT_VERSION = 4;
 
 using Clock = std::chrono::steady_clock;
 using Duration = std::chrono::nanoseconds;
@@ -110,6 +112,9 @@ struct PoolOptions {
     /// (a few microseconds at most; never on a machine with one CPU). ProducerStats::spins and
     /// ::sleeps show what it did.
     bool adaptive_spin = true;
+    /// Where the buffers live: Device::cpu (shared memory), or a CUDA device, whose pools
+    /// consumers of other processes map on the same GPU (see docs/gpu.md).
+    Device device;
 };
 
 /// Per-consumer settings.
@@ -199,7 +204,10 @@ struct PoolInfo {
     std::uint64_t created_ns = 0; ///< CLOCK_REALTIME
     std::size_t file_size = 0;
     std::vector<SlotInfo> slots;
-    std::string error; ///< non-empty when the entry is not a readable pool
+    std::string device = "cpu";      ///< "cpu" or "cuda"
+    std::string device_uuid;         ///< GPU pools: the GPU's UUID ("GPU-..."), the same everywhere
+    std::int32_t device_ordinal = 0; ///< GPU pools: the producer's device ordinal
+    std::string error;               ///< non-empty when the entry is not a readable pool
 };
 
 } // namespace bips

@@ -19,7 +19,8 @@ bips.PoolInfo: name, error (null, or why the entry is unreadable; then only name
 are set), producer_alive, closed, producer_pid, consumers, max_consumers, capacity, free,
 buffer_size, meta_size, shape (list), dtype (numpy name), policy, mode (int), owner (uid),
 created_ns (CLOCK_REALTIME), file_size, published, dropped, fps, last_publish_ns,
-acquire_waits, acquire_wait_ns; plus owner_name, sampled_ns (CLOCK_MONOTONIC time of the
+acquire_waits, acquire_wait_ns, device ("cpu" or "cuda"), device_uuid (GPU pools: the GPU's
+UUID, else ""), device_ordinal (GPU pools: the producer's ordinal); plus owner_name, sampled_ns (CLOCK_MONOTONIC time of the
 reading; every other *_ns time but created_ns is on that clock) and slots: a list of every
 bips.SlotInfo field (slot, alive, pid, latest, attached_ns, received, dropped, skipped,
 queued, held, last_seq, last_receive_ns) plus lag (published - 1 - last_seq; null before the
@@ -54,6 +55,9 @@ POOL_FIELDS = (
     "last_publish_ns",
     "acquire_waits",
     "acquire_wait_ns",
+    "device",
+    "device_uuid",
+    "device_ordinal",
 )
 SLOT_FIELDS = (
     "slot",
@@ -162,8 +166,17 @@ def mode(m: int) -> str:
 
 
 def shape(info: bips.PoolInfo) -> str:
+    """Frame shape and dtype, and where the frames live when that is not host memory."""
     dims = "x".join(str(d) for d in info.shape) if info.shape else "flat"
-    return f"{dims} {info.dtype}"
+    where = "" if info.device == "cpu" else f" on {info.device}"
+    return f"{dims} {info.dtype}{where}"
+
+
+def device(info: bips.PoolInfo) -> str:
+    """"host memory", or the GPU by UUID (ordinals differ between processes)."""
+    if info.device == "cpu":
+        return "host memory (shared)"
+    return f"{info.device} {info.device_uuid} (the producer's cuda:{info.device_ordinal})"
 
 
 def producer_state(info: bips.PoolInfo) -> str:

@@ -83,16 +83,18 @@ def to_image_array(frame: bips.Frame) -> Any:
     except ValueError:
         meta = {}  # metadata of another kind: judge the frame by its shape alone
     fmt = str(meta.get("format") or "")
+    # A GPU frame is copied to the host once (the one copy a PNG needs); host frames are views.
+    host = frame if frame.device == "cpu" else frame.to_host()
     if fmt in video.FORMATS and "planes" in meta:
         try:
-            planes = video.planes(frame, meta)
+            planes = video.planes(host, meta)
         except ValueError as e:
             raise SnapshotError(f"bad video metadata: {e}") from None
         if fmt in _YUV:
             return yuv_to_rgb(*_YUV[fmt](planes))
         arr = planes[0]
     else:
-        arr = frame.numpy()
+        arr = host.numpy() if isinstance(host, bips.Frame) else host
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] in (3, 4):

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         ("pool", f"{info.name} ({SHM_PREFIX}{info.name}, {fmt.size(info.file_size)})"),
         ("producer", f"{fmt.producer_state(info)}{pid}"),
         ("frames", fmt.shape(info)),
+        ("device", fmt.device(info)),
         ("buffers", f"{info.capacity} x {fmt.size(info.buffer_size)}, {info.free} free"),
         ("meta size", fmt.size(info.meta_size)),
         ("policy", info.policy),
