@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -34,6 +35,19 @@ def unique_name(prefix: str = "t") -> str:
 def pool_name() -> str:
     """A pool name no other test (or test run) uses."""
     return unique_name()
+
+
+@pytest.fixture(scope="session")
+def fake_cuda(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """Path of the fake CUDA driver (tests/fake_cuda), built once per session with the system's C
+    compiler; bips loads it in place of libcuda.so.1 with BIPS_LIBCUDA=<path>. Skips without a
+    compiler."""
+    from fake_cuda.build import CompilerNotFound, build
+
+    try:
+        return build(tmp_path_factory.mktemp("fake_cuda"))
+    except CompilerNotFound as e:
+        pytest.skip(f"the fake CUDA driver cannot be built: {e}")
 
 
 @pytest.fixture(autouse=True)
