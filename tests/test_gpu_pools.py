@@ -71,8 +71,8 @@ with bips.Producer(name, capacity=capacity, shape=shape, dtype="uint8", device="
         # A slow "kernel" writes the frame; publish is ordered after it on the same stream.
         fake.fake_cuda_enqueue_fill(stream, ptr(buf), seq % 251, buf.nbytes, int(os.environ.get("FILL_US", "0")))
         p.publish(buf, stream=stream)
-        # 600 = CUDA_ERROR_NOT_READY: publish() returned while the kernel still runs.
-        emit(published=seq, kernel_running=fake.cuStreamQuery(ctypes.c_void_p(stream)) == 600)
+        # publish() returned while the kernel still runs (and the publish waits behind it).
+        emit(published=seq, kernel_running=fake.fake_cuda_stats(b"ops_pending") > 0)
     deadline = time.monotonic() + 10
     while p.stats.in_flight and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -272,10 +272,13 @@ def test_sigkill_producer_gives_producer_gone_and_cleans_up(pool_name: str, gpu_
     code = r"""
 name = sys.argv[1]
 p = bips.Producer(name, capacity=2, shape=(64,), device="cuda:0")
+emit(ready=True)
+deadline = time.monotonic() + 10
+while p.stats.consumers < 1 and time.monotonic() < deadline:
+    time.sleep(0.005)
 b = p.acquire(timeout=5)
 fill_now(b, 5)
 p.publish(b)
-emit(ready=True)
 time.sleep(60)
 """
     prod = spawn(code, pool_name, env=gpu_env)
@@ -337,6 +340,7 @@ except bips.DeviceUnavailable as e:
         assert msg["error"] and "cannot load the CUDA driver" in msg["error"], msg
     finally:
         kill_and_reap(prod)
+        bips.remove_stale_pool(pool_name)  # what a killed producer left, its socket too
 
 
 def test_driver_without_readonly_mappings_still_exports_read_only_views(

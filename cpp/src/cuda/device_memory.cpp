@@ -22,6 +22,7 @@ CUmemAllocationProp allocation_prop(int ordinal) {
 
 std::size_t allocation_size(int ordinal, std::size_t bytes) {
     const Driver &d = driver();
+    ScopedContext ctx(ordinal);
     const CUmemAllocationProp prop = allocation_prop(ordinal);
     std::size_t gran = 0;
     check(d.cuMemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED),
