@@ -13,10 +13,9 @@ import os
 import signal
 from typing import Any
 
+import bips
 import pytest
 from helpers import kill_and_reap, pool_path, read_message, reap, spawn_python, wait_until
-
-import bips
 
 # Children get these on top of helpers.PRELUDE: the fake driver's test entry points, and a
 # frame's bytes read through its "device" pointer (host memory under the fake).
