@@ -35,8 +35,11 @@ bool unlink_if_unused(int fd, const std::string &name) {
     bool removed = false;
     try {
         NameGuard guard(fd);
-        if (!guard || posix::ofd_is_locked(fd, LOCK_PRODUCER))
-            return false; // another cleaner is at work, or a producer lives (or is creating it)
+        // Another cleaner holds it for microseconds: wait for it, then judge for ourselves.
+        // (Giving up at once lost the pool when its last two consumers left together: each saw
+        // the other's slot, or the other's guard, and neither removed it.)
+        if (!guard.wait(50) || posix::ofd_is_locked(fd, LOCK_PRODUCER))
+            return false; // held for long (a stuck cleaner), or a producer lives (or creates it)
         struct stat st = posix::fstat_file(fd, shm);
         bool anyone = classify(fd, st, MAGIC) == FileKind::foreign;
         // Consumers hold their slot locks on the control file.
