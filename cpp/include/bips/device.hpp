@@ -10,7 +10,7 @@
 
 namespace bips {
 
-/// Where a pool's buffers live. The kinds are DLPack's device type codes.
+/// Where a pool's buffers live. `cuda` is DLPack's kDLCUDA code; `cpu` is 0 (DLPack's kDLCPU is 1).
 struct Device {
     enum Kind : std::uint32_t { cpu = 0, cuda = 2 };
     Kind kind = cpu;
