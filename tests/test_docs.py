@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -67,6 +68,19 @@ def _numpy_at_least(major: int, minor: int) -> bool:
     return have >= (major, minor)
 
 
+def _cuda_available() -> bool:
+    """A real GPU: bips can make GPU pools and torch sees a CUDA device (a fake driver, which
+    the CPU tests use, is not enough for torch)."""
+    available = getattr(bips, "cuda_available", None)
+    if available is None or not available() or importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    with warnings.catch_warnings():  # torch may warn about the driver: not an error here
+        warnings.simplefilter("ignore")
+        return bool(torch.cuda.is_available())
+
+
 REQUIREMENTS: dict[str, Callable[[], bool]] = {
     "numpy>=2.1": lambda: _numpy_at_least(2, 1),  # np.from_dlpack asking for DLPack 1.0
     "torch": lambda: importlib.util.find_spec("torch") is not None,
@@ -74,6 +88,7 @@ REQUIREMENTS: dict[str, Callable[[], bool]] = {
     "gstreamer": _gst_plugin_available,
     "root": lambda: os.geteuid() == 0,
     "namespaces": _namespaces_available,  # root and unshare(1) allowed to make PID namespaces
+    "cuda": _cuda_available,  # docs/gpu.md: a GPU, torch with CUDA, a bips with GPU pools
 }
 
 

@@ -3,6 +3,7 @@
 
     python consumer.py --demo --pools cam0 cam1         # two synthetic cameras (producer.py)
     python consumer.py --pools cam0 cam1 --latest       # cameras from bips-capture or bipssink
+    python consumer.py --demo --device cuda             # GPU pools: frames arrive on the GPU
 
 Every step takes one frame from each stream and batches them (like DeepStream's multi-stream
 batching):
@@ -13,8 +14,12 @@ batching):
       -> frames released                 the producer may reuse the buffers
       -> model                           under torch.inference_mode()
 
-On CUDA the uint8 frames are copied once into a pinned staging tensor, sent with
+On CUDA, frames of a host pool are copied once into a pinned staging tensor, sent with
 non_blocking=True, and converted on the GPU (a uint8 upload is 4x smaller than a float one).
+Frames of a GPU pool (a producer that made its pool with ``device="cuda:0"``, like
+``producer.py --device cuda``) are already device memory: ``torch.from_dlpack(frame)`` is a
+cuda:0 tensor that *is* the pool buffer, read by the normalization on the current stream with no
+copy at all, and ``frame.release(stream=...)`` gives it back once that stream is done with it.
 
 Frames are read-only: their memory is mapped read-only in consumers, so writing into a tensor
 made from a frame crashes the process. Make a copy (``t.clone()``) to modify pixels.
@@ -77,37 +82,50 @@ class Preprocess:
     """uint8 HWC frames -> one normalized float32 NCHW batch on ``device``.
 
     ``(pixel / 255 - mean) / std`` is folded into ``pixel * scale + bias``, so one ``addcmul``
-    per frame reads the shared memory once and writes the batch once: no uint8 copy, no
-    intermediate float tensor.
+    per frame reads the frame once and writes the batch once: no uint8 copy, no intermediate
+    float tensor. Frames already on ``device`` (a GPU pool, CUDA model; a host pool, CPU model)
+    are read in place; host frames for a CUDA model are copied once into pinned memory and
+    uploaded; GPU frames for a CPU model are copied to the CPU. ``copied`` says which frames of
+    the last batch were copied.
     """
 
     def __init__(self, device: torch.device) -> None:
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())  # compares with cuda:N
         self.device = device
         mean = torch.tensor(MEAN).view(3, 1, 1)
         std = torch.tensor(STD).view(3, 1, 1)
         self.scale = (1.0 / (255.0 * std)).to(device)
         self.bias = (-mean / std).to(device)
         self._staging: dict[tuple[int, ...], torch.Tensor] = {}
+        self.copied: list[bool] = []
 
     def __call__(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
         n = len(views)
         h, w = views[0].shape[:2]
-        if self.device.type == "cpu":
-            batch = torch.empty((n, 3, h, w), dtype=torch.float32)
-            for i, v in enumerate(views):
-                # [..., :3] drops the alpha/padding byte of RGBA/RGBx frames (a view, no copy).
-                torch.addcmul(self.bias, v[..., :3].permute(2, 0, 1), self.scale, out=batch[i])
-            return batch
-        staging = self._staging.get((n, h, w))
-        if staging is None:
-            staging = torch.empty((n, h, w, 3), dtype=torch.uint8, pin_memory=True)
-            self._staging[(n, h, w)] = staging
-        for i, v in enumerate(views):
-            staging[i].copy_(v[..., :3])  # the one host copy: shared memory -> pinned memory
-        # Reusing one staging tensor is safe: every step waits for its results (.cpu()) before
-        # the next step writes here, so the previous upload has finished.
-        gpu = staging.to(self.device, non_blocking=True)
-        return torch.addcmul(self.bias, gpu.permute(0, 3, 1, 2), self.scale)
+        # [..., :3] drops the alpha/padding byte of RGBA/RGBx frames (a view, no copy).
+        sources = [v[..., :3] for v in views]
+        self.copied = [v.device != self.device for v in views]
+        host = [i for i, v in enumerate(views) if v.device.type == "cpu" and self.copied[i]]
+        if host:
+            staging = self._staging.get((len(host), h, w))
+            if staging is None:
+                staging = torch.empty((len(host), h, w, 3), dtype=torch.uint8, pin_memory=True)
+                self._staging[(len(host), h, w)] = staging
+            for k, i in enumerate(host):
+                staging[k].copy_(sources[i])  # the one host copy: shared memory -> pinned memory
+            # Reusing one staging tensor is safe: every step waits for its results (.cpu())
+            # before the next step writes here, so the previous upload has finished.
+            uploaded = staging.to(self.device, non_blocking=True)
+            for k, i in enumerate(host):
+                sources[i] = uploaded[k]
+        for i, v in enumerate(sources):
+            if v.device != self.device:  # a GPU pool for a model elsewhere (the CPU, another GPU)
+                sources[i] = v.to(self.device)
+        batch = torch.empty((n, 3, h, w), dtype=torch.float32, device=self.device)
+        for i, v in enumerate(sources):
+            torch.addcmul(self.bias, v.permute(2, 0, 1), self.scale, out=batch[i])
+        return batch
 
 
 @dataclass
@@ -121,6 +139,7 @@ class StreamStats:
     dropped: int = 0  # frames the producer took back before we received them (drop_oldest)
     skipped: int = 0  # older frames given back by latest=True
     ended: bool = False  # the producer closed its pool (end of stream)
+    copies: int = 0  # frames copied before the model (host staging for CUDA, GPU -> CPU)
 
     def add(self, now_ns: int, timestamp_ns: int) -> None:
         if self.frames == 0:
@@ -142,6 +161,7 @@ class StreamStats:
             "dropped": self.dropped,
             "skipped": self.skipped,
             "ended": self.ended,
+            "copies": self.copies,
         }
 
 
@@ -153,6 +173,22 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def frame_device(frame: bips.Frame) -> str:
+    """Where a frame lives: "cpu" (a host pool) or "cuda:N" (a GPU pool)."""
+    return str(getattr(frame, "device", "cpu"))
+
+
+def describe_pool(name: str, device: str, model: torch.device) -> str:
+    """How frames of a pool on ``device`` reach a model on ``model``."""
+    if device != "cpu":
+        if model.type == "cpu":
+            return f"{name}: device pool on {device}: each frame is copied to the CPU model"
+        return f"{name}: device pool: frames arrive as {device} tensors, 0 host copies"
+    if model.type == "cpu":
+        return f"{name}: host pool: the model reads the shared memory, 0 copies"
+    return f"{name}: host pool: each frame is staged through pinned memory to {model} (1 host copy)"
+
+
 class Stream:
     """One pool being read: its consumer and its statistics."""
 
@@ -160,6 +196,7 @@ class Stream:
         self.name = name
         self.consumer = consumer
         self.stats = StreamStats()
+        self.device: str | None = None  # where its frames live, once one came
 
     def close(self) -> None:
         if not self.consumer.closed:
@@ -218,18 +255,26 @@ def infer(
 ) -> None:
     """One batch: zero-copy tensors -> normalized batch -> frames released -> model -> stats."""
     frames = [frame for _, frame in batch]
-    views = [torch.from_dlpack(frame) for frame in frames]  # no copy: these are shared memory
+    # No copy: each tensor is the pool buffer (shared memory, or device memory of a GPU pool;
+    # for those torch passes its current stream, which is where the normalization reads them).
+    views = [torch.from_dlpack(frame) for frame in frames]
     x = preprocess(views)
     if on_frames is not None:
         on_frames(frames, views)
-    # The batch no longer needs the frames: give the buffers back before the model runs.
+    # The batch no longer needs the frames: give the buffers back before the model runs. The
+    # normalization of device frames may still be running: release(stream=...) (and dropping
+    # the views, made on that same stream) returns them once the stream is past it.
     del views
     for frame in frames:
-        frame.release()
+        if frame_device(frame) == "cpu":
+            frame.release()
+        else:
+            frame.release(stream=torch.cuda.current_stream())
     logits = model(x).cpu()  # .cpu() also waits for the GPU: the results exist from here on
     now = time.monotonic_ns()
-    for (stream, frame), row in zip(batch, logits):
+    for (stream, frame), row, copied in zip(batch, logits, preprocess.copied):
         stream.stats.add(now, frame.timestamp_ns)
+        stream.stats.copies += copied
         if on_result is not None:
             on_result(stream.name, frame, row)
 
@@ -294,6 +339,9 @@ def run(
                 by_size: dict[tuple[int, ...], list[tuple[Stream, bips.Frame]]] = {}
                 for stream, frame in got:
                     check_frame(stream, frame)
+                    if stream.device is None:
+                        stream.device = frame_device(frame)
+                        log(describe_pool(stream.name, stream.device, dev))
                     by_size.setdefault(frame.shape[:2], []).append((stream, frame))
                 del got
                 while by_size:
@@ -314,15 +362,28 @@ def run(
             f"{name}: {st['frames']} frames, {st['fps']:.1f} fps, capture-to-result latency "
             f"p50 {st['latency_ms_p50']:.1f} ms, p99 {st['latency_ms_p99']:.1f} ms, "
             f"max {st['latency_ms_max']:.1f} ms; dropped {st['dropped']}, "
-            f"skipped {st['skipped']}{', end of stream' if st['ended'] else ''}"
+            f"skipped {st['skipped']}, copies {st['copies']}"
+            f"{', end of stream' if st['ended'] else ''}"
         )
     return summary
 
 
+def demo_pool_device(choice: str, model_device: str) -> str:
+    """Where the --demo cameras keep their frames: ``auto`` is the GPU when the model runs there
+    and this bips can make GPU pools, else host memory."""
+    if choice != "auto":
+        return choice
+    gpu_pools = getattr(bips, "cuda_available", None)
+    if pick_device(model_device).type == "cuda" and gpu_pools is not None and gpu_pools():
+        return "cuda"
+    return "cpu"
+
+
 def start_demo_producers(
-    pools: Sequence[str], frames: int, size: str, fps: float, latest: bool
+    pools: Sequence[str], frames: int, size: str, fps: float, latest: bool, device: str = "cpu"
 ) -> list[subprocess.Popen[bytes]]:
-    """One synthetic camera (producer.py) per pool, each in its own process."""
+    """One synthetic camera (producer.py) per pool, each in its own process; ``device`` "cuda"
+    makes GPU pools, written on the GPU."""
     procs = []
     for i, name in enumerate(pools):
         cmd = [
@@ -344,6 +405,8 @@ def start_demo_producers(
             # Without --latest, frames are processed in order, none lost (the cameras wait).
             "--policy",
             "drop_oldest" if latest else "block",
+            "--device",
+            device,
         ]
         procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL))
     return procs
@@ -383,7 +446,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0,
         help="frames per stream, then exit; 0 = until end of stream or Ctrl-C",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the model runs (auto: cuda when torch sees a GPU); frames of GPU pools "
+        "arrive on the GPU with no copy, frames of host pools are staged through pinned memory",
+    )
     p.add_argument(
         "--latest",
         action="store_true",
@@ -411,11 +480,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--size", default="360x640", help="--demo frame size, HEIGHTxWIDTH")
     p.add_argument("--fps", type=float, default=30.0, help="--demo frame rate; 0 = flat out")
+    p.add_argument(
+        "--demo-device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="--demo pools in host memory (cpu) or on the GPU (cuda); auto: the GPU when the "
+        "model runs there and bips has GPU pools",
+    )
     args = p.parse_args(argv)
 
     procs = []
     if args.demo:
-        procs = start_demo_producers(args.pools, args.frames, args.size, args.fps, args.latest)
+        try:
+            pool_device = demo_pool_device(args.demo_device, args.device)
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        procs = start_demo_producers(
+            args.pools, args.frames, args.size, args.fps, args.latest, pool_device
+        )
     try:
         run(
             args.pools,

@@ -4,10 +4,16 @@ example runs with no camera and no GStreamer.
 
     python producer.py --pool cam0                         # 640x360 RGB at 30 fps, until Ctrl-C
     python producer.py --pool cam1 --size 720x1280 --fps 60 --frames 300
+    python producer.py --pool cam2 --device cuda           # a GPU pool, frames drawn on the GPU
 
 Frames are (height, width, 3) uint8 RGB with metadata in the bips video convention (a JSON
 object with the caps, format, width, height, planes, pts and duration), like the frames of the
 C++ capture example and of the bipssink GStreamer element.
+
+With ``--device cuda`` the pool is a GPU pool (``bips.Producer(..., device="cuda:0")``) and each
+frame is drawn into it by torch kernels on a CUDA stream of the producer's; ``publish(buf,
+stream=...)`` hands the frame over once that stream has finished drawing it, without waiting on
+the CPU. Consumers get the frames as CUDA tensors (``torch.from_dlpack(frame)``), with no copy.
 """
 
 from __future__ import annotations
@@ -49,14 +55,49 @@ def background(height: int, width: int, camera: int) -> np.ndarray[Any, Any]:
     return img
 
 
+def square(height: int, width: int, index: int) -> tuple[int, int, int]:
+    """Where frame ``index``'s white square is: (x, y, side), moving left to right."""
+    side = max(1, min(height, width) // 4)
+    return (index * 4) % max(1, width - side), (height - side) // 2, side
+
+
 def draw(out: np.ndarray[Any, Any], base: np.ndarray[Any, Any], index: int) -> None:
     """Frame ``index``: the background with a white square moving left to right."""
     np.copyto(out, base)
     h, w = base.shape[:2]
-    side = max(1, min(h, w) // 4)
-    x = (index * 4) % max(1, w - side)
-    y = (h - side) // 2
+    x, y, side = square(h, w, index)
     out[y : y + side, x : x + side] = 255
+
+
+class GpuPainter:
+    """Draws frames into the buffers of a GPU pool with torch, on a CUDA stream of its own."""
+
+    def __init__(self, base: np.ndarray[Any, Any]) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise RuntimeError("--device cuda needs torch (pip install torch)") from None
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda, but torch sees no CUDA device")
+        self.torch = torch
+        self.base = torch.from_numpy(base).to("cuda:0")  # uploaded once
+        self.stream = torch.cuda.Stream()
+
+    def draw_and_publish(
+        self, prod: bips.Producer, buf: bips.Buffer, index: int, meta: bytes
+    ) -> None:
+        torch = self.torch
+        with torch.cuda.stream(self.stream):
+            out = torch.from_dlpack(buf)  # a cuda:0 tensor that is the pool buffer
+            out.copy_(self.base)
+            x, y, side = square(out.shape[0], out.shape[1], index)
+            out[y : y + side, x : x + side] = 255
+            del out
+            # Published once the kernels queued on this stream so far have run; the CPU goes on.
+            prod.publish(buf, meta=meta, stream=torch.cuda.current_stream())
+
+    def finish(self) -> None:
+        self.stream.synchronize()  # every frame queued is published before the pool closes
 
 
 def frame_meta(height: int, width: int, fps: float, index: int) -> bytes:
@@ -87,14 +128,17 @@ def produce(
     wait_consumers: int = 0,
     wait: float = 30.0,
     exit_with_parent: bool = False,
+    device: str = "cpu",
 ) -> int:
     """Publishes ``frames`` frames (0: until interrupted) at ``fps`` (0: as fast as the pool
     allows) into pool ``pool``; returns the number published. With ``wait_consumers``, publishes
     nothing until that many consumers are attached (bips delivers only frames published after a
-    consumer attached)."""
+    consumer attached). ``device`` "cuda": a GPU pool, frames drawn on the GPU."""
     h, w = size
     parent = os.getppid()
     base = background(h, w, camera)
+    painter = GpuPainter(base) if device == "cuda" else None
+    options: dict[str, Any] = {"device": "cuda:0"} if painter else {}
     with bips.Producer(
         pool,
         capacity=capacity,
@@ -102,8 +146,10 @@ def produce(
         dtype="uint8",
         policy=policy,
         meta_size=META_SIZE,
+        **options,
     ) as prod:
-        print(f"camera {pool!r}: {w}x{h} RGB at {fps:g} fps, policy {policy}", flush=True)
+        where = ", on cuda:0" if painter else ""
+        print(f"camera {pool!r}: {w}x{h} RGB at {fps:g} fps, policy {policy}{where}", flush=True)
         deadline = time.monotonic() + wait
         while prod.stats.consumers < wait_consumers:
             if time.monotonic() > deadline:
@@ -116,9 +162,13 @@ def produce(
             if exit_with_parent and os.getppid() != parent:
                 break  # the --demo consumer that started us is gone
             buf = prod.acquire(timeout=None if policy == "block" else 5.0)
-            draw(buf.numpy(), base, published)
             # The default timestamp (publish time, CLOCK_MONOTONIC) stands in for capture time.
-            prod.publish(buf, meta=frame_meta(h, w, fps, published))
+            meta = frame_meta(h, w, fps, published)
+            if painter:
+                painter.draw_and_publish(prod, buf, published, meta)
+            else:
+                draw(buf.numpy(), base, published)
+                prod.publish(buf, meta=meta)
             published += 1
             if fps > 0:
                 next_t += 1.0 / fps
@@ -127,6 +177,8 @@ def produce(
                     time.sleep(pause)
                 else:
                     next_t = time.monotonic()  # running late: do not try to catch up in a burst
+        if painter:
+            painter.finish()
     return published
 
 
@@ -157,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for consumers")
     p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu (default): a host pool; cuda: a GPU pool, frames drawn on the GPU (torch)",
+    )
+    p.add_argument(
         "--exit-with-parent",
         action="store_true",
         help="stop when the process that started this one exits",
@@ -176,10 +234,11 @@ def main(argv: list[str] | None = None) -> int:
             args.wait_consumers,
             args.wait,
             args.exit_with_parent,
+            args.device,
         )
     except KeyboardInterrupt:
         return 0
-    except bips.Error as e:
+    except (bips.Error, RuntimeError) as e:
         print(f"producer {args.pool}: {e}", file=sys.stderr)
         return 1
     print(f"camera {args.pool!r}: published {n} frames", flush=True)
