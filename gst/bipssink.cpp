@@ -4,6 +4,8 @@
 // The pool is created when caps are known (buffers of the caps' frame size, meta_size 4096).
 // Upstream is offered a GstBufferPool whose buffers *are* bips buffers, so a frame rendered from
 // it is published without a copy; any other buffer is copied plane by plane into a bips buffer.
+// With device=cuda:N the pool lives on that GPU: upstream cannot write there, so no pool is
+// proposed, and each frame is uploaded once into a pool buffer, however many consumers read it.
 // A caps change that needs larger buffers replaces the pool (consumers of the old one get end of
 // stream, or follow with reconnect=True); smaller frames reuse it. EOS and stop close the pool:
 // consumers drain what is queued, then get end of stream.
@@ -23,6 +25,7 @@
 #include <mutex>
 #include <string>
 #include <system_error>
+#include <vector>
 
 GST_DEBUG_CATEGORY_STATIC(bips_sink_debug);
 #define GST_CAT_DEFAULT bips_sink_debug
@@ -47,6 +50,9 @@ enum {
     PROP_PUBLISHED,
     PROP_COPIES,
     PROP_ZERO_COPY,
+    PROP_DEVICE,
+    PROP_UPLOADS,
+    PROP_UPLOAD_BYTES,
 };
 
 constexpr guint DEFAULT_CAPACITY = 8;
@@ -62,22 +68,30 @@ struct Settings {
     guint max_consumers = DEFAULT_MAX_CONSUMERS;
     guint64 acquire_timeout = 0;
     guint wait_for_consumers = 0;
+    std::string device = "cpu";
 };
+
+// The stream frames are uploaded on: CUDA's per-thread default stream of the streaming thread.
+// Unlike the legacy default stream it does not wait for (or hold up) the work other elements of
+// the process queue on their own blocking streams, and it needs no stream of our own to create.
+const bips::CudaStream UPLOAD_STREAM = bips::STREAM_PER_THREAD;
 
 struct SinkState {
     std::mutex settings_mutex;
     Settings settings;
     std::shared_ptr<ProducerLink> link;
     std::atomic<bool> unlocked{false}; // unlock() called: a blocking render step must yield
-    std::atomic<guint64> published{0}, copies{0}, zero_copy{0};
+    std::atomic<guint64> published{0}, copies{0}, zero_copy{0}, uploads{0}, upload_bytes{0};
 
     // Streaming-thread state: set_caps, propose_allocation, render and event are serialized
     // there, and start/stop run while that thread is out of the element.
     GstCaps *caps = nullptr;
     GstVideoInfo info;
     bool have_info = false;
-    FrameLayout layout; // the standard layout of `info`, which the copy path writes
-    std::string prefix; // metadata prefix for `layout`
+    FrameLayout layout;             // the standard layout of `info`, which the copy path writes
+    std::string prefix;             // metadata prefix for `layout`
+    bips::Device device;            // the `device` setting, parsed at start
+    std::vector<std::byte> staging; // GPU pools: a frame repacked into `layout` before its upload
     std::weak_ptr<bips::Producer> waited_for; // producer whose wait-for-consumers is done
 
     ~SinkState() { gst_caps_replace(&caps, nullptr); }
@@ -138,9 +152,11 @@ static std::int64_t capture_time_ns(GstBipsSink *self, GstBuffer *buffer) {
 static void post_stats(GstBipsSink *self) {
     const Settings s = settings_of(self);
     GstStructure *st = gst_structure_new(
-        "bipssink-stats", "pool", G_TYPE_STRING, s.pool.c_str(), "published", G_TYPE_UINT64,
-        self->st->published.load(), "copies", G_TYPE_UINT64, self->st->copies.load(), "zero-copy",
-        G_TYPE_UINT64, self->st->zero_copy.load(), nullptr);
+        "bipssink-stats", "pool", G_TYPE_STRING, s.pool.c_str(), "device", G_TYPE_STRING,
+        self->st->device.str().c_str(), "published", G_TYPE_UINT64, self->st->published.load(),
+        "copies", G_TYPE_UINT64, self->st->copies.load(), "zero-copy", G_TYPE_UINT64,
+        self->st->zero_copy.load(), "uploads", G_TYPE_UINT64, self->st->uploads.load(),
+        "upload-bytes", G_TYPE_UINT64, self->st->upload_bytes.load(), nullptr);
     gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), st));
 }
 
@@ -166,10 +182,12 @@ static bool ensure_producer(GstBipsSink *self, std::size_t size, const FrameLayo
     opt.policy = s.policy == 1 ? bips::Policy::drop_oldest : bips::Policy::block;
     opt.mode = static_cast<mode_t>(s.mode);
     opt.max_consumers = s.max_consumers;
+    opt.device = st->device;
+    const std::string where = st->device.str();
     try {
         st->link->replace(std::make_shared<bips::Producer>(s.pool, opt));
-        GST_INFO_OBJECT(self, "created pool '%s': %u buffers of %zu bytes", s.pool.c_str(),
-                        s.capacity, size);
+        GST_INFO_OBJECT(self, "created pool '%s' on %s: %u buffers of %zu bytes", s.pool.c_str(),
+                        where.c_str(), s.capacity, size);
         return true;
     } catch (const bips::PoolBusy &e) {
         GST_ELEMENT_ERROR(self, RESOURCE, BUSY,
@@ -178,6 +196,14 @@ static bool ensure_producer(GstBipsSink *self, std::size_t size, const FrameLayo
     } catch (const bips::InvalidArgument &e) {
         GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
                           ("Cannot create pool '%s' with these settings.", s.pool.c_str()),
+                          ("%s", e.what()));
+    } catch (const bips::DeviceUnavailable &e) {
+        GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                          ("Cannot create pool '%s' on %s.", s.pool.c_str(), where.c_str()),
+                          ("%s", e.what()));
+    } catch (const bips::DeviceError &e) {
+        GST_ELEMENT_ERROR(self, RESOURCE, FAILED,
+                          ("Cannot create pool '%s' on %s.", s.pool.c_str(), where.c_str()),
                           ("%s", e.what()));
     } catch (const std::system_error &e) {
         GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE, ("Cannot create pool '%s'.", s.pool.c_str()),
@@ -217,15 +243,16 @@ static GstFlowReturn wait_for_consumers(GstBipsSink *self,
     return GST_FLOW_OK;
 }
 
+// `stream`: GPU pools, the stream that wrote the buffer (the frame is visible once it finished).
 static bool publish(GstBipsSink *self, const std::shared_ptr<bips::Producer> &producer,
                     bips::Buffer &&buffer, const FrameLayout &layout, const std::string &prefix,
-                    GstBuffer *gstbuf) {
+                    GstBuffer *gstbuf, bips::CudaStream stream = nullptr) {
     const std::string meta =
         bips::gst::finish_meta(prefix, GST_BUFFER_PTS(gstbuf), GST_BUFFER_DURATION(gstbuf));
     try {
         buffer.set_format(layout.shape, layout.dtype);
         producer->publish(std::move(buffer), capture_time_ns(self, gstbuf), meta.data(),
-                          meta.size());
+                          meta.size(), stream);
     } catch (const std::exception &e) {
         GST_ELEMENT_ERROR(self, RESOURCE, WRITE,
                           ("Could not publish a frame to pool '%s'.", producer->name().c_str()),
@@ -281,20 +308,28 @@ static GstFlowReturn render_zero_copy(GstBipsSink *self,
     return GST_FLOW_OK;
 }
 
-static GstFlowReturn render_copy(GstBipsSink *self, GstBuffer *buffer) {
+// A pool buffer for render() to fill, waiting as long as the pipeline lets it.
+static GstFlowReturn acquire_for_render(GstBipsSink *self, Acquired &acquired) {
     SinkState *st = self->st;
-    Acquired acquired;
     for (;;) {
         const GstFlowReturn ret = st->link->acquire(GST_VIDEO_INFO_SIZE(&st->info), true, nullptr,
                                                     &st->unlocked, acquired);
         if (ret == GST_FLOW_OK)
-            break;
+            return ret;
         if (ret != GST_FLOW_FLUSHING || !st->unlocked.load(std::memory_order_acquire))
             return ret;
         const GstFlowReturn resumed = yield_to_state_change(self);
         if (resumed != GST_FLOW_OK)
             return resumed;
     }
+}
+
+static GstFlowReturn render_copy(GstBipsSink *self, GstBuffer *buffer) {
+    SinkState *st = self->st;
+    Acquired acquired;
+    const GstFlowReturn acquired_ret = acquire_for_render(self, acquired);
+    if (acquired_ret != GST_FLOW_OK)
+        return acquired_ret;
     // Write the standard layout of the caps, plane by plane, whatever strides the input has.
     GstBuffer *dst = gst_buffer_new_wrapped_full(
         static_cast<GstMemoryFlags>(0), acquired.buffer.data(), acquired.buffer.capacity(), 0,
@@ -319,6 +354,98 @@ static GstFlowReturn render_copy(GstBipsSink *self, GstBuffer *buffer) {
     return GST_FLOW_OK;
 }
 
+// True when `buffer` holds its frame in one piece of memory, in `layout`'s planes: its bytes can
+// be uploaded as they are.
+static bool in_layout(GstBuffer *buffer, const FrameLayout &layout, std::size_t size) {
+    if (gst_buffer_n_memory(buffer) != 1 || gst_buffer_get_size(buffer) < size)
+        return false;
+    GstVideoMeta *vm = gst_buffer_get_video_meta(buffer);
+    if (!vm)
+        return true;
+    std::vector<Plane> planes(vm->n_planes);
+    for (guint p = 0; p < vm->n_planes; ++p)
+        planes[p] = Plane{vm->offset[p], static_cast<std::size_t>(vm->stride[p])};
+    return planes == layout.planes;
+}
+
+// GPU pools: one upload per frame, however many consumers read it. The frame's bytes go from
+// the mapped GstBuffer straight into a pool buffer (repacked on the host first only when its
+// planes are not the standard layout), then the buffer is published on the same stream, so
+// consumers see it once the copy finished, and the stream is synchronised before the GstBuffer
+// is unmapped. The wait is needed: from pinned memory (a CUDA-aware upstream) the copy reads
+// the source when the stream gets there, after render() would have returned and the buffer been
+// reused. It costs little: from pageable memory the copy call itself returns only once the
+// bytes are staged, and either way the frame only becomes visible after the copy; in exchange,
+// nothing is in flight when render() returns (stop, EOS and errors need no bookkeeping).
+static GstFlowReturn render_upload(GstBipsSink *self, GstBuffer *buffer) {
+    SinkState *st = self->st;
+    const std::size_t size = GST_VIDEO_INFO_SIZE(&st->info);
+    Acquired acquired;
+    GstFlowReturn ret = acquire_for_render(self, acquired);
+    if (ret != GST_FLOW_OK)
+        return ret;
+    GstBuffer *src = nullptr;
+    if (in_layout(buffer, st->layout, size)) {
+        src = gst_buffer_ref(buffer);
+    } else {
+        st->staging.resize(size);
+        src = gst_buffer_new_wrapped_full(static_cast<GstMemoryFlags>(0), st->staging.data(), size,
+                                          0, size, nullptr, nullptr);
+        const bips::gst::CopyResult copied = bips::gst::copy_frame(st->info, buffer, src);
+        if (copied != bips::gst::CopyResult::Copied) {
+            gst_buffer_unref(src);
+            GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Buffer does not match the caps."),
+                              ("a buffer of %zu bytes is no %dx%d %s frame",
+                               gst_buffer_get_size(buffer), GST_VIDEO_INFO_WIDTH(&st->info),
+                               GST_VIDEO_INFO_HEIGHT(&st->info), GST_VIDEO_INFO_NAME(&st->info)));
+            return GST_FLOW_ERROR;
+        }
+        st->copies.fetch_add(1, std::memory_order_relaxed);
+    }
+    GstMapInfo map;
+    if (!gst_buffer_map(src, &map, GST_MAP_READ)) {
+        gst_buffer_unref(src);
+        GST_ELEMENT_ERROR(self, RESOURCE, READ, ("Could not read a frame."), (nullptr));
+        return GST_FLOW_ERROR;
+    }
+    const std::shared_ptr<bips::Producer> producer = acquired.producer;
+    const bips::Device device = producer->device();
+    bool queued = false;
+    try {
+        acquired.buffer.copy_from(map.data, size, UPLOAD_STREAM);
+        queued = true;
+    } catch (const std::exception &e) {
+        GST_ELEMENT_ERROR(self, RESOURCE, WRITE,
+                          ("Could not upload a frame to pool '%s' on %s.", producer->name().c_str(),
+                           device.str().c_str()),
+                          ("%s", e.what()));
+        ret = GST_FLOW_ERROR;
+    }
+    if (queued && !publish(self, producer, std::move(acquired.buffer), st->layout, st->prefix,
+                           buffer, UPLOAD_STREAM))
+        ret = GST_FLOW_ERROR;
+    if (queued) {
+        // Even after a failed publish: the copy may still read `map`.
+        try {
+            bips::stream_synchronize(device, UPLOAD_STREAM);
+        } catch (const std::exception &e) {
+            if (ret == GST_FLOW_OK)
+                GST_ELEMENT_ERROR(self, RESOURCE, WRITE,
+                                  ("Could not upload a frame to pool '%s' on %s.",
+                                   producer->name().c_str(), device.str().c_str()),
+                                  ("%s", e.what()));
+            ret = GST_FLOW_ERROR;
+        }
+    }
+    gst_buffer_unmap(src, &map);
+    gst_buffer_unref(src);
+    if (ret == GST_FLOW_OK) {
+        st->uploads.fetch_add(1, std::memory_order_relaxed);
+        st->upload_bytes.fetch_add(size, std::memory_order_relaxed);
+    }
+    return ret;
+}
+
 static GstFlowReturn gst_bips_sink_render(GstBaseSink *bs, GstBuffer *buffer) {
     auto *self = GST_BIPS_SINK(bs);
     SinkState *st = self->st;
@@ -335,6 +462,8 @@ static GstFlowReturn gst_bips_sink_render(GstBaseSink *bs, GstBuffer *buffer) {
     const GstFlowReturn ret = wait_for_consumers(self, producer);
     if (ret != GST_FLOW_OK)
         return ret;
+    if (producer->device().is_cuda())
+        return render_upload(self, buffer);
     if (gst_buffer_n_memory(buffer) == 1) {
         auto *slot =
             dynamic_cast<SinkSlot *>(bips::gst::memory_owner(gst_buffer_peek_memory(buffer, 0)));
@@ -381,7 +510,9 @@ static gboolean gst_bips_sink_propose_allocation(GstBaseSink *bs, GstQuery *quer
     if (!caps || !gst_video_info_from_caps(&info, caps))
         return FALSE;
     gst_query_add_allocation_meta(query, GST_VIDEO_META_API_TYPE, nullptr);
-    if (!need_pool)
+    // A GPU pool's buffers are device memory, which upstream cannot write: it allocates its
+    // own buffers, and render() uploads them.
+    if (!need_pool || self->st->device.is_cuda())
         return TRUE;
     const auto planes = bips::gst::default_planes(info);
     if (!ensure_producer(self, GST_VIDEO_INFO_SIZE(&info),
@@ -452,10 +583,27 @@ static gboolean gst_bips_sink_start(GstBaseSink *bs) {
     } catch (const std::exception &) {
         // No such pool, or unreadable: creating it reports anything that matters.
     }
+    try {
+        st->device = bips::Device::parse(s.device);
+    } catch (const std::exception &e) {
+        GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Invalid device '%s'.", s.device.c_str()),
+                          ("%s", e.what()));
+        return FALSE;
+    }
+    // No driver, no such device: say so now, not from the streaming thread at the first caps.
+    if (const std::string why = bips::device_unavailable_reason(st->device); !why.empty()) {
+        GST_ELEMENT_ERROR(
+            self, RESOURCE, SETTINGS,
+            ("Cannot create pool '%s' on %s.", s.pool.c_str(), st->device.str().c_str()),
+            ("%s", why.c_str()));
+        return FALSE;
+    }
     st->link->set_acquire_timeout(s.acquire_timeout);
     st->published = 0;
     st->copies = 0;
     st->zero_copy = 0;
+    st->uploads = 0;
+    st->upload_bytes = 0;
     return TRUE;
 }
 
@@ -510,6 +658,11 @@ static void gst_bips_sink_set_property(GObject *object, guint prop_id, const GVa
     case PROP_WAIT_FOR_CONSUMERS:
         s.wait_for_consumers = g_value_get_uint(value);
         break;
+    case PROP_DEVICE: {
+        const gchar *device = g_value_get_string(value);
+        s.device = device ? device : "cpu";
+        break;
+    }
     default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
         break;
@@ -529,6 +682,12 @@ static void gst_bips_sink_get_property(GObject *object, guint prop_id, GValue *v
         return;
     case PROP_ZERO_COPY:
         g_value_set_uint64(value, st->zero_copy.load());
+        return;
+    case PROP_UPLOADS:
+        g_value_set_uint64(value, st->uploads.load());
+        return;
+    case PROP_UPLOAD_BYTES:
+        g_value_set_uint64(value, st->upload_bytes.load());
         return;
     default:
         break;
@@ -556,6 +715,9 @@ static void gst_bips_sink_get_property(GObject *object, guint prop_id, GValue *v
         break;
     case PROP_WAIT_FOR_CONSUMERS:
         g_value_set_uint(value, s.wait_for_consumers);
+        break;
+    case PROP_DEVICE:
+        g_value_set_string(value, s.device.c_str());
         break;
     default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
@@ -637,8 +799,9 @@ static void gst_bips_sink_class_init(GstBipsSinkClass *klass) {
     g_object_class_install_property(
         gobject_class, PROP_COPIES,
         g_param_spec_uint64("copies", "Copies",
-                            "Frames that had to be copied into the pool because upstream did not "
-                            "write into the pool's buffers (since the element started)",
+                            "Frames the CPU copied: into the pool because upstream did not write "
+                            "into the pool's buffers, or, in a GPU pool, into the standard layout "
+                            "before their upload (since the element started)",
                             0, G_MAXUINT64, 0, ro));
     g_object_class_install_property(
         gobject_class, PROP_ZERO_COPY,
@@ -646,14 +809,35 @@ static void gst_bips_sink_class_init(GstBipsSinkClass *klass) {
                             "Frames published without a copy: upstream wrote them straight into "
                             "shared memory (since the element started)",
                             0, G_MAXUINT64, 0, ro));
+    g_object_class_install_property(
+        gobject_class, PROP_DEVICE,
+        g_param_spec_string("device", "Device",
+                            "Where the pool's buffers live: \"cpu\" (shared memory) or "
+                            "\"cuda:N\" (memory of CUDA device N, which consumers import with no "
+                            "copy). A GPU pool costs one host-to-device upload per frame, whatever "
+                            "the number of consumers, and no zero copy from upstream (it cannot "
+                            "write GPU memory)",
+                            "cpu", rw));
+    g_object_class_install_property(
+        gobject_class, PROP_UPLOADS,
+        g_param_spec_uint64("uploads", "Uploads",
+                            "Frames uploaded to a GPU pool: one per frame, however many "
+                            "consumers read it (since the element started)",
+                            0, G_MAXUINT64, 0, ro));
+    g_object_class_install_property(
+        gobject_class, PROP_UPLOAD_BYTES,
+        g_param_spec_uint64("upload-bytes", "Upload bytes",
+                            "Bytes uploaded to a GPU pool (since the element started)", 0,
+                            G_MAXUINT64, 0, ro));
 
     gst_element_class_set_static_metadata(
         element_class, "bips shared-memory sink", "Sink/Video",
         "Publishes raw video into a bips shared-memory pool that any number of processes "
         "(C++, Python/numpy/PyTorch, bipssrc) receive without copies. Upstream writes straight "
         "into shared memory through the proposed buffer pool. sync defaults to false: frames "
-        "are published as they arrive. Posts a 'bipssink-stats' element message (published, "
-        "copies, zero-copy) at EOS",
+        "are published as they arrive. With device=cuda:N the pool lives on a GPU and each frame "
+        "is uploaded once. Posts a 'bipssink-stats' element message (published, copies, "
+        "zero-copy, uploads, upload-bytes) at EOS",
         "bips developers");
     gst_element_class_add_static_pad_template(element_class, &sink_template);
 

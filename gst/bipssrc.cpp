@@ -7,7 +7,9 @@
 // frame metadata's "caps" field (or, without video metadata, from the frame's shape and dtype)
 // and are renegotiated when they change. A frame is copied (and given back at once) only when
 // its rows are laid out differently from GStreamer's standard layout and downstream cannot take
-// a GstVideoMeta, or when downstream already holds max-held frames.
+// a GstVideoMeta, or when downstream already holds max-held frames. A GPU pool's frames are
+// device memory, which GStreamer elements cannot read: each is downloaded into a buffer of its
+// own (a copy) and given back at once.
 
 #include "bipssrc.hpp"
 
@@ -406,6 +408,33 @@ static GstClockTime frame_pts(GstBipsSrc *self, const bips::Frame &frame,
     return static_cast<GstClockTime>(std::max<std::int64_t>(sat_sub(on_clock, base), 0));
 }
 
+// A GPU pool's frame in system memory: its bytes downloaded into a buffer of its own (CUDA waits
+// for the copy), and the frame given back. nullptr, with an error posted, if the copy failed.
+static GstBuffer *download(GstBipsSrc *self, bips::Frame &frame, const Settings &s) {
+    GstBuffer *host = gst_buffer_new_allocate(nullptr, frame.nbytes(), nullptr);
+    GstMapInfo map;
+    std::string error = "cannot map the output buffer";
+    if (host && gst_buffer_map(host, &map, GST_MAP_WRITE)) {
+        try {
+            frame.copy_to(map.data);
+            error.clear();
+        } catch (const std::exception &e) {
+            error = e.what();
+        }
+        gst_buffer_unmap(host, &map);
+    }
+    // copy_to() waited for its copy: nothing on the GPU reads the frame any more.
+    frame.release(bips::STREAM_NONE);
+    if (error.empty())
+        return host;
+    if (host)
+        gst_buffer_unref(host);
+    GST_ELEMENT_ERROR(self, RESOURCE, READ,
+                      ("Could not download a frame from pool '%s'.", s.pool.c_str()),
+                      ("%s", error.c_str()));
+    return nullptr;
+}
+
 // The output buffer for `frame`: its shared memory wrapped read-only, or (for a non-standard
 // layout that downstream cannot describe, or past max-held) a copy in the standard layout.
 // `fresh`: the frame was published while we waited for it.
@@ -468,23 +497,45 @@ static GstFlowReturn make_buffer(GstBipsSrc *self, bips::Frame frame, bool fresh
         }
     }
 
+    const auto add_meta = [&](GstBuffer *b) {
+        gst_buffer_add_video_meta_full(b, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(&info),
+                                       GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info),
+                                       GST_VIDEO_INFO_N_PLANES(&info), offsets, strides);
+    };
+    // A copy of the frame in `src` (laid out as its video meta says) in the standard layout.
+    const auto standard_copy = [&](GstBuffer *src) -> GstBuffer * {
+        GstBuffer *b = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&info), nullptr);
+        if (bips::gst::copy_frame(info, src, b) == bips::gst::CopyResult::Copied)
+            return b;
+        gst_buffer_unref(b);
+        GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not copy a frame."), (nullptr));
+        return nullptr;
+    };
     GstBuffer *buf = nullptr;
-    if ((!standard && !st->video_meta_ok) || crowded) {
-        buf = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&info), nullptr);
+    if (frame.device().is_cuda()) {
+        GstBuffer *host = download(self, frame, s);
+        if (!host)
+            return GST_FLOW_ERROR;
+        add_meta(host);
+        if (standard || st->video_meta_ok) {
+            buf = host;
+        } else {
+            buf = standard_copy(host);
+            gst_buffer_unref(host);
+            if (!buf)
+                return GST_FLOW_ERROR;
+        }
+        st->copies.fetch_add(1, std::memory_order_relaxed);
+    } else if ((!standard && !st->video_meta_ok) || crowded) {
         GstBuffer *src = gst_buffer_new_wrapped_full(
             GST_MEMORY_FLAG_READONLY, const_cast<std::byte *>(frame.data()), frame.nbytes(), 0,
             frame.nbytes(), nullptr, nullptr);
-        gst_buffer_add_video_meta_full(src, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(&info),
-                                       GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info),
-                                       GST_VIDEO_INFO_N_PLANES(&info), offsets, strides);
-        const bool copied = bips::gst::copy_frame(info, src, buf) == bips::gst::CopyResult::Copied;
+        add_meta(src);
+        buf = standard_copy(src);
         gst_buffer_unref(src);
         frame.release();
-        if (!copied) {
-            gst_buffer_unref(buf);
-            GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not copy a frame."), (nullptr));
+        if (!buf)
             return GST_FLOW_ERROR;
-        }
         st->copies.fetch_add(1, std::memory_order_relaxed);
     } else {
         auto *data = const_cast<std::byte *>(frame.data());
@@ -493,9 +544,7 @@ static GstFlowReturn make_buffer(GstBipsSrc *self, bips::Frame frame, bool fresh
         gst_buffer_append_memory(
             buf, bips::gst::wrap_memory(std::make_unique<FrameOwner>(std::move(frame), st->held),
                                         data, nbytes, nbytes, true));
-        gst_buffer_add_video_meta_full(buf, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(&info),
-                                       GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info),
-                                       GST_VIDEO_INFO_N_PLANES(&info), offsets, strides);
+        add_meta(buf);
     }
     GST_BUFFER_PTS(buf) = pts;
     GST_BUFFER_DURATION(buf) = meta.duration ? *meta.duration : GST_CLOCK_TIME_NONE;
@@ -735,13 +784,15 @@ static void gst_bips_src_class_init(GstBipsSrcClass *klass) {
                             "Frames that had to be copied: downstream held max-held frames "
                             "already, or the frame's rows are laid out differently from "
                             "GStreamer's standard layout and downstream does not accept "
-                            "GstVideoMeta (all others wrap the shared memory)",
+                            "GstVideoMeta, or the pool lives on a GPU (every frame is downloaded "
+                            "to system memory); all others wrap the shared memory",
                             0, G_MAXUINT64, 0, ro));
 
     gst_element_class_set_static_metadata(
         element_class, "bips shared-memory source", "Source/Video",
         "Pushes the frames of a bips shared-memory pool, wrapping the shared memory without "
-        "copies. Posts a 'bipssrc-stats' element message (received, copies) at EOS",
+        "copies (a GPU pool's frames are downloaded to system memory). Posts a 'bipssrc-stats' "
+        "element message (received, copies) at EOS",
         "bips developers");
     gst_element_class_add_static_pad_template(element_class, &src_template);
 

@@ -100,6 +100,14 @@ static GstFlowReturn bips_pool_acquire_buffer(GstBufferPool *bp, GstBuffer **out
     const GstFlowReturn ret = st->link->acquire(size, wait, bp, nullptr, acquired);
     if (ret != GST_FLOW_OK)
         return ret;
+    if (acquired.buffer.device().is_cuda()) {
+        // Never proposed for a GPU pool (bipssink's propose_allocation): its buffers are device
+        // memory, which no upstream element may map. A pool kept from before a restart on a GPU
+        // says so instead of handing it out.
+        GST_ERROR_OBJECT(bp, "pool '%s' lives on %s: its buffers are not host memory",
+                         acquired.producer->name().c_str(), acquired.buffer.device().str().c_str());
+        return GST_FLOW_ERROR;
+    }
     void *data = acquired.buffer.data();
     const std::size_t capacity = acquired.buffer.capacity();
     auto slot = std::make_unique<bips::gst::SinkSlot>();

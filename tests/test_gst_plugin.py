@@ -53,6 +53,8 @@ if _MISSING and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
 requires_gst = pytest.mark.skipif(bool(_MISSING), reason=_WHY)
 
 FRAME_NS = 10**9 // 30  # a frame at videotestsrc's default 30/1 (rounded down)
+# bipssink's upload counters in a host pool
+NO_UPLOADS = {"uploads": 0, "upload-bytes": 0}
 
 
 def pts_of(n: int) -> int:
@@ -217,7 +219,8 @@ def test_inspect_lists_the_properties(gst_env: dict[str, str]) -> None:
             "bipssink",
             [
                 "pool", "capacity", "policy", "mode", "max-consumers", "acquire-timeout",
-                "wait-for-consumers", "published", "copies", "zero-copy",
+                "wait-for-consumers", "device", "published", "copies", "zero-copy",
+                "uploads", "upload-bytes",
             ],
         ),
         (
@@ -300,7 +303,7 @@ def test_sink_delivers_every_frame_in_order_zero_copy(
     assert seqs == list(range(n))
     assert got == want
     assert set(np.diff(stamps)) <= {FRAME_NS, FRAME_NS + 1}  # PTS steps, on the monotonic clock
-    assert stats(out, "bipssink") == {"published": n, "copies": 0, "zero-copy": n}
+    assert stats(out, "bipssink") == {"published": n, "copies": 0, "zero-copy": n, **NO_UPLOADS}
 
 
 @requires_gst
@@ -328,7 +331,7 @@ def test_sink_copies_buffers_that_are_not_its_own(gst_env: dict[str, str], pool_
                 del img
                 frame.release()
         out = run.expect_success()
-    assert stats(out, "bipssink") == {"published": n, "copies": n, "zero-copy": 0}
+    assert stats(out, "bipssink") == {"published": n, "copies": n, "zero-copy": 0, **NO_UPLOADS}
 
 
 @requires_gst
@@ -528,7 +531,7 @@ def test_round_trip_through_bipssrc(
         assert planes_equal(visible(data[i * size : (i + 1) * size], metas[i]), reference), (
             f"{fmt} frame {i} through bipssrc"
         )
-    assert stats(out, "bipssink") == {"published": n, "copies": 0, "zero-copy": n}
+    assert stats(out, "bipssink") == {"published": n, "copies": 0, "zero-copy": n, **NO_UPLOADS}
     assert stats(out, "bipssrc") == {"received": n, "copies": 0}
 
 
@@ -679,7 +682,7 @@ emit(got=got)
     assert result == {"got": [[[8, 16], True, 16]] * 3 + [[[16, 32], True, 32]] * 3}
     assert stats(out, "bipssrc") == {"received": 6, "copies": 0}
     # bipssrc's buffers wrap its own pool's memory: bipssink copies them into its pool.
-    assert stats(out, "bipssink") == {"published": 6, "copies": 6, "zero-copy": 0}
+    assert stats(out, "bipssink") == {"published": 6, "copies": 6, "zero-copy": 0, **NO_UPLOADS}
 
 
 LOOP_DRIVER = Path(__file__).with_name("gst_loop_after_eos.c")
@@ -750,6 +753,164 @@ def test_src_restores_the_producers_timestamps_when_not_live(
     ]
     assert pts == [pts_of(k) for k in range(n)]
     assert [int(c[4]) for c in chains] == list(range(n))  # buffer offset = frame seq
+
+
+# ---- GPU pools (the fake CUDA driver) -------------------------------------------------------
+# bips loads the fake driver in gst-launch and in the consumers (children with BIPS_LIBCUDA);
+# this process stays without one. A frame's "device" bytes are host memory under the fake,
+# read through frame.__cuda_array_interface__ with ctypes.
+
+
+@pytest.fixture
+def gpu_gst_env(gst_env: dict[str, str], fake_cuda: Any) -> dict[str, str]:
+    return dict(gst_env, BIPS_LIBCUDA=str(fake_cuda))
+
+
+GPU_CONSUMER = r"""
+import hashlib
+import bips.video
+with bips.Consumer(sys.argv[1], timeout=30.0) as cons:
+    emit(attached=True)
+    frames = []
+    for f in cons:  # ends at end of stream
+        if f.device == "cpu":
+            data = bytes(f.numpy().reshape(-1))
+            host_ok = True
+        else:
+            data = ctypes.string_at(f.__cuda_array_interface__["data"][0], f.nbytes)
+            host_ok = bytes(f.to_host().reshape(-1)) == data
+        meta = bips.video.parse_meta(f)
+        frames.append(dict(seq=f.seq, sha=hashlib.sha1(data).hexdigest(), device=f.device,
+                           host_ok=host_ok, shape=list(f.shape), planes=meta["planes"],
+                           pts=meta["pts"]))
+        f.release()
+emit(frames=frames)
+"""
+
+
+@requires_gst
+@pytest.mark.parametrize("device", ["cpu", "cuda:0"])
+def test_sink_uploads_each_frame_once_to_a_gpu_pool(
+    gpu_gst_env: dict[str, str], pool_name: str, device: str
+) -> None:
+    """The same pipeline into a host pool and a GPU pool: two consumers of each get the frames
+    videotestsrc renders (ball: a different frame each time, so a source reused before its upload
+    finished would show), and the GPU sink uploads each frame once, not once per consumer."""
+    n, w, h = 12, 320, 240
+    src = f"videotestsrc pattern=ball num-buffers={n} ! video/x-raw,format=RGB,width={w},height={h}"
+    want = [hashlib.sha1(f).hexdigest() for f in reference_frames(gpu_gst_env, src, n)]
+    desc = f"{src} ! bipssink pool={pool_name} device={device} sync=false wait-for-consumers=2"
+    with (
+        launch(gpu_gst_env, desc, pools=(pool_name,)) as run,
+        child(GPU_CONSUMER, pool_name, env=gpu_gst_env, timeout=30.0) as a,
+        child(GPU_CONSUMER, pool_name, env=gpu_gst_env, timeout=30.0) as b,
+    ):
+        assert read_message(a, 30.0) == {"attached": True}
+        assert read_message(b, 30.0) == {"attached": True}
+        results = [read_message(a, 30.0)["frames"], read_message(b, 30.0)["frames"]]
+        out = run.expect_success()
+    for frames in results:
+        assert [f["seq"] for f in frames] == list(range(n))
+        assert [f["sha"] for f in frames] == want
+        assert all(f["host_ok"] and f["device"] == device for f in frames)
+        # The video metadata lives in host memory in a GPU pool too.
+        assert all(f["shape"] == [h, w, 3] for f in frames)
+        assert all(f["planes"] == [{"offset": 0, "stride": w * 3}] for f in frames)
+        assert [f["pts"] for f in frames] == [pts_of(k) for k in range(n)]
+    counters = stats(out, "bipssink")
+    if device == "cpu":
+        assert counters == {"published": n, "copies": 0, "zero-copy": n, **NO_UPLOADS}
+    else:
+        # No pool proposed upstream (it cannot write GPU memory): one upload per frame.
+        assert counters == {
+            "published": n, "copies": 0, "zero-copy": 0, "uploads": n,
+            "upload-bytes": n * w * h * 3,
+        }  # fmt: skip
+        assert f"device=(string){device}" in out
+
+
+@requires_gst
+@pytest.mark.parametrize("fmt", ["RGB", "NV12"])
+def test_src_downloads_the_frames_of_a_gpu_pool(
+    gpu_gst_env: dict[str, str], pool_name: str, tmp_path: Path, fmt: str
+) -> None:
+    """bipssrc outputs system memory: from a GPU pool it downloads each frame (a copy), so a
+    pipeline can record what GPU consumers see."""
+    n = 3
+    w, h = FORMATS[fmt]
+    src = (
+        f"videotestsrc pattern=ball num-buffers={n} ! video/x-raw,format={fmt},width={w},height={h}"
+    )
+    want = list(reference_frames(gpu_gst_env, src, n))
+    out_file = tmp_path / "out.raw"
+    desc = (
+        f"{src} ! bipssink pool={pool_name} device=cuda:0 sync=false wait-for-consumers=1 "
+        f"bipssrc pool={pool_name} timeout=30000000000 ! filesink async=false location={out_file}"
+    )
+    with launch(gpu_gst_env, desc, pools=(pool_name,)) as run:
+        out = run.expect_success()
+    assert out_file.read_bytes() == b"".join(want)
+    assert stats(out, "bipssrc") == {"received": n, "copies": n}
+    assert stats(out, "bipssink")["uploads"] == n
+
+
+GPU_PRODUCER = r"""
+name, h, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+img = np.random.default_rng(7).integers(0, 256, (h, w, 3), dtype=np.uint8)
+with bips.Producer(name, capacity=2, shape=(h, w, 3), device="cuda:0") as prod:
+    deadline = time.monotonic() + 30
+    while prod.stats.consumers < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    buf = prod.acquire(timeout=5.0)
+    ctypes.memmove(buf.__cuda_array_interface__["data"][0], img.ctypes.data, img.nbytes)
+    # Written by the CPU (the fake's device memory is host memory): no stream to wait for. On
+    # the default stream the publish would still be queued when close() drops it.
+    prod.publish(buf, stream=-1)
+emit(done=True)
+"""
+
+
+@requires_gst
+def test_src_downloads_and_repacks_rows_downstream_cannot_stride(
+    gpu_gst_env: dict[str, str], pool_name: str, tmp_path: Path
+) -> None:
+    # A (241, 321, 3) frame on the GPU has 963-byte rows: downloaded, then copied into
+    # GStreamer's 964-byte rows for filesink, which takes no GstVideoMeta. One copied frame.
+    h, w = 241, 321
+    img = np.random.default_rng(7).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    std = {"format": "RGB", "width": w, "height": h, "planes": [{"offset": 0, "stride": 964}]}
+    out_file = tmp_path / "out.raw"
+    desc = f"bipssrc pool={pool_name} timeout=30000000000 ! filesink location={out_file}"
+    with (
+        launch(gpu_gst_env, desc, pools=(pool_name,)) as run,
+        child(GPU_PRODUCER, pool_name, h, w, env=gpu_gst_env, timeout=30.0) as prod,
+    ):
+        assert read_message(prod, 30.0) == {"done": True}
+        out = run.expect_success()
+    (got,) = visible(out_file.read_bytes(), std)
+    assert np.array_equal(got, img)
+    assert stats(out, "bipssrc") == {"received": 1, "copies": 1}
+
+
+@requires_gst
+def test_sink_refuses_a_device_it_cannot_use(gpu_gst_env: dict[str, str], pool_name: str) -> None:
+    src = "videotestsrc num-buffers=2 ! video/x-raw,format=GRAY8,width=16,height=16 ! "
+    cases = [
+        # the fake driver has one device
+        (gpu_gst_env, "cuda:7", [f"Cannot create pool '{pool_name}' on cuda:7.", "no CUDA device cuda:7"]),
+        (gpu_gst_env, "bogus", ["Invalid device 'bogus'.", 'got "bogus"']),
+        (
+            dict(gpu_gst_env, BIPS_LIBCUDA="/nonexistent/libcuda.so.1"), "cuda:0",
+            [f"Cannot create pool '{pool_name}' on cuda:0.", "cannot load the CUDA driver"],
+        ),
+    ]  # fmt: skip
+    for env, device, messages in cases:
+        with launch(env, f"{src} bipssink pool={pool_name} device={device}") as run:
+            assert run.wait(30.0) != 0
+        for message in messages:
+            assert message in run.output(), run.tail()
+        # Nothing left behind: no pool file, control file or descriptor socket.
+        assert not [e for e in os.listdir("/dev/shm") if pool_name in e]
 
 
 # ---- scale ----------------------------------------------------------------------------------

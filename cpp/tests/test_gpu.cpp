@@ -4,9 +4,11 @@
 // mapping. Each test runs in a process of its own (ctest), so it picks the driver it loads.
 #include "support.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <dlfcn.h>
 #include <unistd.h>
+#include <vector>
 
 using namespace bips;
 using namespace bips::test;
@@ -65,6 +67,9 @@ BIPS_TEST(gpu_without_a_driver_creates_nothing) {
     ::setenv("BIPS_LIBCUDA", "/nonexistent/libcuda.so.1", 1);
     CHECK(!cuda_available());
     CHECK(cuda_unavailable_reason().find("cannot load the CUDA driver") != std::string::npos);
+    CHECK(device_unavailable_reason(Device{Device::cuda, 0}).find("cannot load the CUDA driver") !=
+          std::string::npos);
+    CHECK(device_unavailable_reason(Device{}).empty());
     const std::string name = unique_name();
     CHECK_THROWS_AS(Producer(name, gpu_options(2, {16})), DeviceUnavailable);
     CHECK(!shm_exists(name));
@@ -186,4 +191,38 @@ BIPS_TEST(gpu_bad_stream_is_an_error_and_keeps_the_buffer) {
     CHECK_THROWS_AS(prod.publish(std::move(b), -1, nullptr, 0, &not_a_stream), DeviceError);
     // The refused buffer went back to the pool.
     CHECK(prod.try_acquire_for(1s).has_value());
+}
+
+BIPS_TEST(gpu_stream_synchronize_ends_the_copys_hold_on_its_source) {
+    // The fake reads copy_from()'s source when the stream gets there (the pinned-memory rule):
+    // after stream_synchronize() the caller may reuse it (what bipssink does with a GstBuffer).
+    Fake fake = use_fake_driver();
+    const std::string name = unique_name();
+    Producer prod(name, gpu_options(1, {4096}));
+    Consumer cons(name);
+    void *stream = nullptr;
+    REQUIRE(fake.stream_create(&stream) == 0);
+    Buffer b = prod.acquire(2s);
+    std::vector<unsigned char> src(b.nbytes(), 0x3c);
+    REQUIRE(fake.enqueue_sleep(stream, 200000) == 0); // the copy waits behind a slow kernel
+    b.copy_from(src.data(), src.size(), stream);
+    prod.publish(std::move(b), -1, nullptr, 0, stream);
+    CHECK(fake.stats("ops_pending") > 0);
+    stream_synchronize(prod.device(), stream);
+    CHECK_EQ(fake.stats("ops_pending"), 0u);
+    std::fill(src.begin(), src.end(), 0); // reused: the frame must not see it
+    Frame f = cons.receive(2s * SLOWDOWN);
+    std::vector<unsigned char> out(f.nbytes());
+    f.copy_to(out.data());
+    CHECK(std::all_of(out.begin(), out.end(), [](unsigned char c) { return c == 0x3c; }));
+    f.release(STREAM_NONE);
+    // Host devices and STREAM_NONE: nothing to wait for; a foreign device: an error.
+    stream_synchronize(Device{}, stream);
+    stream_synchronize(prod.device(), STREAM_NONE);
+    CHECK_THROWS_AS(stream_synchronize(Device{Device::cuda, 7}, nullptr), Error);
+    // What a program can check before it builds anything on a device.
+    CHECK(device_unavailable_reason(prod.device()).empty());
+    CHECK(device_unavailable_reason(Device{Device::cuda, 7}).find("no CUDA device cuda:7") !=
+          std::string::npos);
+    REQUIRE(fake.stream_destroy(stream) == 0);
 }

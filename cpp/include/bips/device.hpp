@@ -36,10 +36,21 @@ inline CudaStream const STREAM_PER_THREAD = reinterpret_cast<CudaStream>(std::ui
 /// "No synchronisation" (DLPack's stream -1): the caller has made sure the GPU is done.
 inline CudaStream const STREAM_NONE = reinterpret_cast<CudaStream>(~std::uintptr_t{0});
 
+/// Waits until the work queued so far on `stream` (a stream of `device`'s primary context, or
+/// of the context current on this thread; nullptr: its legacy default stream) has finished:
+/// for example before host memory given to Buffer::copy_from() is reused, since the copy reads
+/// it when the stream gets there. Returns at once for Device::cpu and STREAM_NONE. Throws
+/// DeviceUnavailable (no driver, no such device) or DeviceError (the stream failed).
+void stream_synchronize(Device device, CudaStream stream);
+
 /// True if GPU pools can be used here: the CUDA driver loads, initialises and has a device
 /// that can export memory as POSIX file descriptors. Never throws.
 bool cuda_available() noexcept;
 /// Why cuda_available() is false ("" when it is true).
 std::string cuda_unavailable_reason();
+/// Why a GPU pool cannot be made on `device` in this process: no driver, no such device (as
+/// this process numbers them), or one that cannot share memory as file descriptors. "" when it
+/// can, and always for Device::cpu. Lets a program refuse a setting before it builds anything.
+std::string device_unavailable_reason(Device device);
 
 } // namespace bips

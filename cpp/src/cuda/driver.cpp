@@ -232,4 +232,15 @@ std::string cuda_unavailable_reason() {
     }
 }
 
+std::string device_unavailable_reason(Device device) {
+    if (!device.is_cuda())
+        return "";
+    try {
+        detail::cuda::device_at(device.index);
+        return "";
+    } catch (const std::exception &e) {
+        return e.what();
+    }
+}
+
 } // namespace bips

@@ -134,3 +134,16 @@ void run_after_noexcept(CudaStream stream, int ordinal, StreamTask task) noexcep
 std::uint64_t pending_tasks() noexcept { return g_pending.load(std::memory_order_relaxed); }
 
 } // namespace bips::detail::cuda
+
+namespace bips {
+
+void stream_synchronize(Device device, CudaStream stream) {
+    if (!device.is_cuda() || stream == STREAM_NONE)
+        return;
+    detail::cuda::ScopedContext ctx(device.index);
+    detail::cuda::check(
+        detail::cuda::driver().cuStreamSynchronize(static_cast<detail::cuda::CUstream>(stream)),
+        "cuStreamSynchronize");
+}
+
+} // namespace bips
