@@ -408,8 +408,8 @@ with bips.Producer(name, capacity=1, shape=(16,), device="cuda:0") as p:
             assert "read-only" in msg["legacy"]
 
 
-def test_publish_on_a_stream_then_close_gives_the_buffer_back(pool_name: str, gpu_env):
-    """A frame still waiting for its kernel when the producer closes is never published."""
+def test_close_waits_for_a_frame_still_on_its_stream(pool_name: str, gpu_env):
+    """publish(stream=...) then close(): the frame comes before the end of the stream."""
     code = r"""
 name = sys.argv[1]
 p = bips.Producer(name, capacity=1, shape=(64,), device="cuda:0")
@@ -421,16 +421,23 @@ p.publish(b, stream=s)
 p.close()
 try:
     f = c.receive(timeout=2)
-    emit(got=f.seq)
+    got, ok = f.seq, read(f) == bytes([9]) * 64
+    f.release()
 except bips.ProducerGone:
-    emit(got=None)
+    got, ok = None, False
+try:
+    c.receive(timeout=2)
+    ended = False
+except bips.ProducerGone:
+    ended = True
+emit(got=got, ok=ok, ended=ended)
 c.close()
 """
     proc = spawn(code, pool_name, env=gpu_env)
     msg = read_message(proc, timeout=15)
     rc, _, err = reap(proc, timeout=10)
     assert rc == 0, err
-    assert msg["got"] is None
+    assert msg["got"] == 0 and msg["ok"] and msg["ended"], msg
 
 
 def test_no_driver_leaves_nothing_behind(pool_name: str):

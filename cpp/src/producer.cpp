@@ -12,11 +12,14 @@
 #include <climits>
 #include <cstring>
 #include <mutex>
+#include <thread>
 
 namespace bips {
 namespace detail {
 
 namespace {
+// How long close() waits for frames still queued behind GPU work (see publish()).
+constexpr Duration CLOSE_DRAIN = std::chrono::seconds(2);
 // How often a producer looks for dead consumers.
 constexpr std::int64_t SWEEP_INTERVAL_NS = 100'000'000;
 // Pools up to this size (all buffers together) fit in a last-level cache with room to spare and
@@ -254,23 +257,32 @@ void ProducerCore::publish(Buffer &buf, std::int64_t timestamp_ns, const void *m
     }
     // A GPU pool: the frame becomes visible once the work queued on `stream` (the producer's
     // kernels writing it) has finished, without blocking this thread. The buffer stays ours
-    // meanwhile; if the producer closes first, it is given back unpublished.
+    // meanwhile; close() waits a while for such frames, and gives back what is still waiting.
     struct Pending {
         std::shared_ptr<ProducerCore> core;
         Buffer buf;
     };
     auto pending = std::make_shared<Pending>(Pending{shared_from_this(), std::move(buf)});
     Pending *raw = pending.get();
-    cuda::run_after(stream, params().device.index,
-                    cuda::StreamTask{[raw]() noexcept {
-                                         try {
-                                             if (!raw->core->closed())
-                                                 raw->core->commit(raw->buf, posix::monotonic_ns());
-                                         } catch (...) {
-                                             // Lost or closed meanwhile: the buffer goes back.
-                                         }
-                                     },
-                                     std::move(pending)});
+    m_pending_publishes.fetch_add(1, std::memory_order_acq_rel);
+    try {
+        cuda::run_after(stream, params().device.index,
+                        cuda::StreamTask{[raw]() noexcept {
+                                             ProducerCore &core = *raw->core;
+                                             try {
+                                                 if (!core.closed())
+                                                     core.commit(raw->buf, posix::monotonic_ns());
+                                             } catch (...) {
+                                                 // Lost meanwhile: the buffer goes back.
+                                             }
+                                             core.m_pending_publishes.fetch_sub(
+                                                 1, std::memory_order_acq_rel);
+                                         },
+                                         std::move(pending)});
+    } catch (...) {
+        m_pending_publishes.fetch_sub(1, std::memory_order_acq_rel);
+        throw;
+    }
 }
 
 std::int64_t ProducerCore::prepare(Buffer &buf, std::int64_t timestamp_ns, const void *meta,
@@ -382,10 +394,18 @@ void ProducerCore::unpin(std::uint32_t index) noexcept {
 }
 
 void ProducerCore::close() noexcept {
+    if (m_seg->inherited()) {
+        m_closed.store(true, std::memory_order_release);
+        return; // the parent's producer: closing it is the parent's business
+    }
+    // GPU pools: frames published on a stream whose work is still running become visible when
+    // it ends. End of stream comes after them, as after every frame published before close():
+    // wait for them, for a bounded time (a wedged GPU must not wedge close()).
+    const auto drain_until = Clock::now() + CLOSE_DRAIN;
+    while (m_pending_publishes.load(std::memory_order_acquire) != 0 && Clock::now() < drain_until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
     if (m_closed.exchange(true, std::memory_order_acq_rel))
         return;
-    if (m_seg->inherited())
-        return; // the parent's producer: closing it is the parent's business
     m_seg->header()->closed.store(1, std::memory_order_seq_cst);
     m_seg->stop_serving(); // a GPU pool's memory: no new consumers
     m_seg->wake_consumers();

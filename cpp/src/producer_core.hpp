@@ -83,6 +83,7 @@ private:
     std::atomic<std::uint32_t> m_cursor{0}; // where round-robin claim_free() starts looking
     std::atomic<std::int64_t> m_last_sweep_ns{0};
     std::atomic<bool> m_closed{false};
+    std::atomic<std::uint32_t> m_pending_publishes{0}; // GPU pools: waiting for their stream
     std::mutex m_publish_mutex; // seq order == visibility order across publishing threads
 };
 

@@ -127,7 +127,9 @@ public:
     void publish(Buffer &&buffer, std::int64_t timestamp_ns = -1, const void *meta = nullptr,
                  std::size_t meta_len = 0, CudaStream stream = nullptr);
 
-    /// Marks end of stream: consumers drain what is queued, then get ProducerGone. The name is
+    /// Marks end of stream: consumers drain what is queued, then get ProducerGone. GPU pools:
+    /// first waits (up to 2 s) for frames published on a stream whose work is still running;
+    /// those still waiting then are given back unpublished. The name is
     /// unlinked so a new producer can start at once; mapped memory lives on while used. Idempotent.
     void close() noexcept;
     bool closed() const noexcept;
