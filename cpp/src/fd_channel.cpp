@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fd_channel.hpp"
 
+#include "fork_guard.hpp"
+
 #include "interrupt.hpp"
 #include "posix/clock.hpp"
 #include "posix/error.hpp"
@@ -16,10 +18,8 @@
 #include <fcntl.h>
 #include <limits>
 #include <mutex>
-#include <new>
 #include <poll.h>
 #include <pthread.h>
-#include <set>
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -71,41 +71,6 @@ std::string temporary_name(const std::string &path) {
     const auto slash = path.rfind('/');
     return (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) + tail;
 }
-
-// Listening sockets of this process. A child made by fork() must not keep them open: after
-// the parent dies, clients would connect to a socket nobody accepts on and wait their whole
-// timeout instead of being told at once (ECONNREFUSED) that the producer is gone. In the child
-// each one is replaced by /dev/null, so the descriptor numbers stay valid for the destructor.
-struct ListenGuard {
-    std::mutex mutex;
-    std::set<int> fds;
-
-    ListenGuard() { ::pthread_atfork(nullptr, nullptr, &ListenGuard::in_child); }
-    static ListenGuard &get() {
-        static ListenGuard *g = new ListenGuard(); // never destroyed: used from atfork handlers
-        return *g;
-    }
-    static void in_child() {
-        ListenGuard &g = get();
-        // The fork happened in some thread; the mutex may be held by a thread that does not
-        // exist in the child, so build a fresh one instead of locking it.
-        new (&g.mutex) std::mutex();
-        int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (null_fd < 0)
-            return;
-        for (int fd : g.fds)
-            ::dup3(null_fd, fd, O_CLOEXEC);
-        ::close(null_fd);
-    }
-    void add(int fd) {
-        std::lock_guard<std::mutex> lock(mutex);
-        fds.insert(fd);
-    }
-    void remove(int fd) noexcept {
-        std::lock_guard<std::mutex> lock(mutex);
-        fds.erase(fd);
-    }
-};
 
 /// Removes a name we bound unless it was handed on (renamed over the real path).
 class TempName {
@@ -241,7 +206,10 @@ FdServer::FdServer(const std::string &path, const FdPolicy &policy, std::uint64_
     m_listen = posix::File(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!m_listen)
         posix::throw_errno(what + ": socket(AF_UNIX, SOCK_SEQPACKET)");
-    ListenGuard::get().add(m_listen.get());
+    // A child made by fork() must not keep it open: after the parent dies, clients would
+    // connect to a socket nobody accepts on and wait their whole timeout instead of being told
+    // at once (ECONNREFUSED) that the producer is gone.
+    guard_across_fork(m_listen.get());
     try {
         // Bound under a name nobody else knows and not yet listening, the socket cannot be
         // connected to while its mode is still the umask's: it is only reachable at `path`
@@ -301,7 +269,7 @@ FdServer::FdServer(const std::string &path, const FdPolicy &policy, std::uint64_
             throw;
         }
     } catch (...) {
-        ListenGuard::get().remove(m_listen.get());
+        unguard_across_fork(m_listen.get());
         throw;
     }
 }
@@ -321,10 +289,10 @@ FdServer::~FdServer() {
     } else {
         // A child made by fork(): the thread exists only in the parent, and the name and the
         // stop event are the parent's (the eventfd is shared: writing it would stop the
-        // parent's server). The listening socket is /dev/null here already (ListenGuard).
+        // parent's server). The listening socket is /dev/null here already (guard_across_fork).
         m_thread.detach();
     }
-    ListenGuard::get().remove(m_listen.get());
+    unguard_across_fork(m_listen.get());
 }
 
 void FdServer::rest() const noexcept {

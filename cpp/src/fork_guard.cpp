@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// A segment's descriptors across fork(): the child must not keep the parent's OFD locks alive,
-// and must not use (or change shared state through) a handle it inherited.
+// Descriptors across fork() (fork_guard.hpp), and what a segment does with them: the child must
+// not keep the parent's OFD locks alive, and must not use (or change shared state through) a
+// handle it inherited.
+#include "fork_guard.hpp"
 #include "segment.hpp"
 
 #include "cuda/device_memory.hpp"
@@ -20,9 +22,10 @@ namespace bips::detail {
 
 namespace {
 
-// Every segment descriptor of this process. A child made by fork() must not keep our OFD
-// locks alive (they belong to the open file description, which fork shares): in the child each
-// one is replaced by /dev/null, so a parent that dies is seen dead even while its children run.
+// Every guarded descriptor of this process. A child made by fork() must not keep our OFD
+// locks alive (they belong to the open file description, which fork shares), nor our listening
+// sockets open: in the child each one is replaced by /dev/null, so a parent that dies is seen
+// dead even while its children run.
 struct ForkGuard {
     static inline std::atomic<std::uint64_t> fork_generation{0};
     std::mutex mutex;
@@ -50,13 +53,19 @@ struct ForkGuard {
         std::lock_guard<std::mutex> lock(mutex);
         fds.insert(fd);
     }
-    void remove(int fd) {
+    void remove(int fd) noexcept {
         std::lock_guard<std::mutex> lock(mutex);
         fds.erase(fd);
     }
 };
 
 } // namespace
+
+void guard_across_fork(int fd) { ForkGuard::get().add(fd); }
+void unguard_across_fork(int fd) noexcept { ForkGuard::get().remove(fd); }
+std::uint64_t fork_generation() noexcept {
+    return ForkGuard::fork_generation.load(std::memory_order_relaxed);
+}
 
 Segment::Segment() = default;
 
@@ -66,22 +75,20 @@ Segment::~Segment() {
     m_fd_server.reset();          // before the allocation it serves
     m_device.reset();
     if (m_file)
-        ForkGuard::get().remove(m_file.get());
+        unguard_across_fork(m_file.get());
     if (m_ctl_file)
-        ForkGuard::get().remove(m_ctl_file.get());
+        unguard_across_fork(m_ctl_file.get());
 }
 
 void Segment::adopt(posix::File f, posix::File ctl) {
-    ForkGuard::get().add(f.get());
-    ForkGuard::get().add(ctl.get());
-    m_fork_generation = ForkGuard::fork_generation.load(std::memory_order_relaxed);
+    guard_across_fork(f.get());
+    guard_across_fork(ctl.get());
+    m_fork_generation = fork_generation();
     m_file = std::move(f);
     m_ctl_file = std::move(ctl);
 }
 
-bool Segment::inherited() const noexcept {
-    return ForkGuard::fork_generation.load(std::memory_order_relaxed) != m_fork_generation;
-}
+bool Segment::inherited() const noexcept { return fork_generation() != m_fork_generation; }
 
 void Segment::check_not_inherited() const {
     if (inherited())
