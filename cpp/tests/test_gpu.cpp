@@ -20,6 +20,11 @@ struct Fake {
     int (*enqueue_fill)(void *, unsigned long long, int, std::size_t, unsigned);
     int (*enqueue_sleep)(void *, unsigned);
     unsigned long long (*stats)(const char *);
+    int (*launch_host_func)(void *, void (*)(void *), void *);
+    int (*ctx_retain)(void **, int);
+    int (*ctx_push)(void *);
+    int (*ctx_pop)(void **);
+    int (*ctx_release)(int);
 };
 
 Fake use_fake_driver() {
@@ -36,8 +41,27 @@ Fake use_fake_driver() {
         reinterpret_cast<int (*)(void *, unsigned)>(::dlsym(lib, "fake_cuda_enqueue_sleep"));
     f.stats =
         reinterpret_cast<unsigned long long (*)(const char *)>(::dlsym(lib, "fake_cuda_stats"));
-    REQUIRE(f.stream_create && f.stream_destroy && f.enqueue_fill && f.enqueue_sleep && f.stats);
+    // The driver API as an application calls it, for host functions of the test's own.
+    f.launch_host_func = reinterpret_cast<int (*)(void *, void (*)(void *), void *)>(
+        ::dlsym(lib, "cuLaunchHostFunc"));
+    f.ctx_retain =
+        reinterpret_cast<int (*)(void **, int)>(::dlsym(lib, "cuDevicePrimaryCtxRetain"));
+    f.ctx_push = reinterpret_cast<int (*)(void *)>(::dlsym(lib, "cuCtxPushCurrent_v2"));
+    f.ctx_pop = reinterpret_cast<int (*)(void **)>(::dlsym(lib, "cuCtxPopCurrent_v2"));
+    f.ctx_release = reinterpret_cast<int (*)(int)>(::dlsym(lib, "cuDevicePrimaryCtxRelease_v2"));
+    REQUIRE(f.stream_create && f.stream_destroy && f.enqueue_fill && f.enqueue_sleep && f.stats &&
+            f.launch_host_func && f.ctx_retain && f.ctx_push && f.ctx_pop && f.ctx_release);
     return f;
+}
+
+/// Queues the application's host function `fn(arg)` on `stream` (device 0's primary context).
+void launch_host_func(const Fake &fake, void *stream, void (*fn)(void *), void *arg) {
+    void *ctx = nullptr;
+    REQUIRE(fake.ctx_retain(&ctx, 0) == 0);
+    REQUIRE(fake.ctx_push(ctx) == 0);
+    REQUIRE(fake.launch_host_func(stream, fn, arg) == 0);
+    REQUIRE(fake.ctx_pop(&ctx) == 0);
+    REQUIRE(fake.ctx_release(0) == 0);
 }
 
 PoolOptions gpu_options(std::uint32_t capacity, Shape shape) {
@@ -186,4 +210,32 @@ BIPS_TEST(gpu_bad_stream_is_an_error_and_keeps_the_buffer) {
     CHECK_THROWS_AS(prod.publish(std::move(b), -1, nullptr, 0, &not_a_stream), DeviceError);
     // The refused buffer went back to the pool.
     CHECK(prod.try_acquire_for(1s).has_value());
+}
+
+BIPS_TEST(gpu_frame_dropped_in_a_host_function_frees_its_mapping_elsewhere) {
+    // A user's host function that drops the last reference to a frame (and so to its pool's
+    // mapping, the Consumer being gone) must not leave the teardown, which calls CUDA, to the
+    // host function, where every CUDA call fails: the mapping would stay for good.
+    Fake fake = use_fake_driver();
+    const std::string name = unique_name();
+    {
+        Producer prod(name, gpu_options(1, {64}));
+        auto *frame = new Frame();
+        {
+            Consumer cons(name);
+            prod.publish(prod.acquire(2s), -1, nullptr, 0, STREAM_NONE);
+            *frame = cons.receive(2s * SLOWDOWN);
+        }
+        CHECK_EQ(fake.stats("maps"), 2u); // the producer's and the frame's pool's
+        void *stream = nullptr;
+        REQUIRE(fake.stream_create(&stream) == 0);
+        REQUIRE(fake.enqueue_sleep(stream, 50000) == 0);
+        launch_host_func(fake, stream, [](void *f) { delete static_cast<Frame *>(f); }, frame);
+        // The buffer comes back, and the consumer's mapping goes (on a thread that may call CUDA).
+        CHECK(prod.try_acquire_for(5s * SLOWDOWN).has_value());
+        CHECK(wait_until([&] { return fake.stats("maps") == 1; }, 5000ms));
+        REQUIRE(fake.stream_destroy(stream) == 0);
+    }
+    CHECK(wait_until([&] { return fake.stats("live_allocations") == 0; }, 5000ms));
+    CHECK_EQ(fake.stats("maps"), 0u);
 }
