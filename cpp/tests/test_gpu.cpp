@@ -239,3 +239,30 @@ BIPS_TEST(gpu_frame_dropped_in_a_host_function_frees_its_mapping_elsewhere) {
     CHECK(wait_until([&] { return fake.stats("live_allocations") == 0; }, 5000ms));
     CHECK_EQ(fake.stats("maps"), 0u);
 }
+
+BIPS_TEST(gpu_dead_producers_socket_goes_with_the_pool_it_served) {
+    // A GPU producer dies; a host producer takes the name over. Nobody serves the old socket any
+    // more: it must go with the pool it belonged to, not lie in /dev/shm for good.
+    const std::string name = unique_name();
+    const std::string socket = shm_path(name) + "@fd";
+    Pipe ready;
+    Child gpu = Child::fork([&] {
+        use_fake_driver();
+        Producer prod(name, gpu_options(1, {64}));
+        ready.signal();
+        ::pause();
+        return 0;
+    });
+    REQUIRE(ready.wait(5s * SLOWDOWN) == '!');
+    REQUIRE(::access(socket.c_str(), F_OK) == 0);
+    gpu.kill(); // SIGKILL: no destructor removes anything
+    {
+        PoolOptions o;
+        o.shape = {64};
+        Producer host(name, o);
+        host.close();
+    }
+    CHECK(!shm_exists(name));
+    CHECK(::access(socket.c_str(), F_OK) != 0);
+    ::unlink(socket.c_str());
+}
