@@ -4,9 +4,12 @@
 // mapping. Each test runs in a process of its own (ctest), so it picks the driver it loads.
 #include "support.hpp"
 
+#include <atomic>
 #include <cstdlib>
 #include <dlfcn.h>
+#include <thread>
 #include <unistd.h>
+#include <vector>
 
 using namespace bips;
 using namespace bips::test;
@@ -265,4 +268,78 @@ BIPS_TEST(gpu_dead_producers_socket_goes_with_the_pool_it_served) {
     CHECK(!shm_exists(name));
     CHECK(::access(socket.c_str(), F_OK) != 0);
     ::unlink(socket.c_str());
+}
+
+BIPS_TEST(gpu_threads_publish_and_release_on_their_streams_at_once) {
+    // Threads load the driver, retain the context, publish and release on streams of their own,
+    // all at once (for TSan); then everything is torn down with host functions still queued.
+    Fake fake = use_fake_driver();
+    const std::string name = unique_name();
+    constexpr int THREADS = 4, FRAMES = 40;
+    {
+        std::optional<Producer> prod;
+        std::optional<Consumer> cons;
+        std::thread opener([&] { prod.emplace(name, gpu_options(8, {256})); });
+        CHECK(cuda_available()); // races the opener's first use of the driver
+        opener.join();
+        cons.emplace(name);
+        std::atomic<int> received{0};
+        std::vector<std::thread> threads;
+        for (int t = 0; t < THREADS; ++t) {
+            threads.emplace_back([&, t] {
+                void *stream = nullptr;
+                REQUIRE(fake.stream_create(&stream) == 0);
+                for (int i = 0; i < FRAMES; ++i) {
+                    Buffer b = prod->acquire(5s * SLOWDOWN);
+                    REQUIRE(fake.enqueue_fill(stream, addr(b.data()), t + 1, b.nbytes(), 100) == 0);
+                    prod->publish(std::move(b), -1, nullptr, 0, stream);
+                }
+                REQUIRE(fake.stream_destroy(stream) == 0);
+            });
+            threads.emplace_back([&] {
+                void *stream = nullptr;
+                REQUIRE(fake.stream_create(&stream) == 0);
+                while (received.load() < THREADS * FRAMES) {
+                    auto f = cons->try_receive_for(100ms);
+                    if (!f)
+                        continue;
+                    received.fetch_add(1);
+                    REQUIRE(fake.enqueue_sleep(stream, 100) == 0);
+                    if (received.load() % 3 == 0)
+                        f->set_stream(stream); // else the legacy default stream
+                }
+                REQUIRE(fake.stream_destroy(stream) == 0);
+            });
+        }
+        for (auto &t : threads)
+            t.join();
+        CHECK_EQ(received.load(), THREADS * FRAMES);
+        CHECK_EQ(prod->stats().published, static_cast<std::uint64_t>(THREADS * FRAMES));
+    }
+    CHECK(wait_until([&] { return fake.stats("live_allocations") == 0; }, 5000ms * SLOWDOWN));
+    CHECK_EQ(fake.stats("maps"), 0u);
+    CHECK_EQ(fake.stats("host_func_violations"), 0u);
+}
+
+BIPS_TEST(gpu_process_exit_does_not_pull_the_driver_state_from_under_the_reaper) {
+    // The reaper tears pools down on a thread nothing joins (here the consumer's, whose last
+    // reference a release's host function kept), so the process may exit while it works: what
+    // it uses (the primary contexts, the loaded driver) must not be destroyed at exit. TSan sees
+    // the race whenever the teardown ran before exit, as it does here.
+    const std::string name = unique_name();
+    Child child = Child::fork([&] {
+        use_fake_driver();
+        Frame frame;
+        {
+            Producer prod(name, gpu_options(1, {64}));
+            Consumer cons(name);
+            prod.publish(prod.acquire(2s), -1, nullptr, 0, STREAM_NONE);
+            frame = cons.receive(2s * SLOWDOWN);
+        }
+        frame.release(nullptr);             // the last reference: a host function, then the reaper
+        std::this_thread::sleep_for(300ms); // the reaper unmaps meanwhile; nothing waits for it
+        std::exit(0);                       // static destructors run
+        return 0;
+    });
+    CHECK_EQ(child.wait(20s), 0);
 }
