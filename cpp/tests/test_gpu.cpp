@@ -4,9 +4,13 @@
 // mapping. Each test runs in a process of its own (ctest), so it picks the driver it loads.
 #include "support.hpp"
 
+#include "layout.hpp"
+
 #include <atomic>
 #include <cstdlib>
 #include <dlfcn.h>
+#include <filesystem>
+#include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -342,4 +346,50 @@ BIPS_TEST(gpu_process_exit_does_not_pull_the_driver_state_from_under_the_reaper)
         return 0;
     });
     CHECK_EQ(child.wait(20s), 0);
+}
+
+BIPS_TEST(gpu_forged_device_fields_are_refused_and_leave_nothing_behind) {
+    // A pool's owner can rewrite its header (its mode keeps only others out): a consumer takes no
+    // GPU size, stride, kind or device on the header's word, and a refusal leaks nothing.
+    Fake fake = use_fake_driver();
+    using detail::PoolHeader;
+    const std::string name = unique_name();
+    Producer prod(name, gpu_options(2, {5000})); // device_stride 8192
+    REQUIRE(::chmod(shm_path(name).c_str(), 0600) == 0);
+    MappedFile file(shm_path(name));
+    {
+        Consumer warm(name);
+    } // the driver's and the test's own one-time descriptors
+    const std::size_t fds = std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                                          std::filesystem::directory_iterator{});
+    auto forged = [&](std::size_t off, auto value, auto check) {
+        const auto saved = file.get<decltype(value)>(off);
+        file.set(off, value);
+        check();
+        file.set(off, saved);
+        CHECK_EQ(fake.stats("maps"), 1u); // the producer's only
+        CHECK_EQ(static_cast<std::size_t>(
+                     std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                                   std::filesystem::directory_iterator{})),
+                 fds);
+    };
+    const auto size = file.get<std::uint64_t>(offsetof(PoolHeader, device_size));
+    forged(offsetof(PoolHeader, device_size), size + (2u << 20),
+           [&] { CHECK_THROWS_AS(Consumer(name), IncompatiblePool); });
+    forged(offsetof(PoolHeader, device_size), std::uint64_t{0},
+           [&] { CHECK_THROWS_AS(Consumer(name), CorruptPool); });
+    forged(offsetof(PoolHeader, device_stride), std::uint64_t{4096},
+           [&] { CHECK_THROWS_AS(Consumer(name), CorruptPool); });
+    forged(offsetof(PoolHeader, device_stride), std::uint64_t{1} << 50,
+           [&] { CHECK_THROWS_AS(Consumer(name), CorruptPool); });
+    forged(offsetof(PoolHeader, device_kind), std::uint32_t{7},
+           [&] { CHECK_THROWS_AS(Consumer(name), IncompatiblePool); });
+    forged(offsetof(PoolHeader, device_kind), std::uint32_t{0}, // "host": no data area
+           [&] { CHECK_THROWS_AS(Consumer(name), CorruptPool); });
+    forged(offsetof(PoolHeader, device_ordinal), std::int32_t{-1},
+           [&] { CHECK_THROWS_AS(Consumer(name), CorruptPool); });
+    forged(offsetof(PoolHeader, device_uuid), std::uint64_t{0x0123456789abcdefull},
+           [&] { CHECK_THROWS_AS(Consumer(name), DeviceUnavailable); });
+    Consumer ok(name); // all restored
+    CHECK(ok.device() == (Device{Device::cuda, 0}));
 }
