@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <dlfcn.h>
 #include <filesystem>
+#include <grp.h>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
@@ -392,4 +393,48 @@ BIPS_TEST(gpu_forged_device_fields_are_refused_and_leave_nothing_behind) {
            [&] { CHECK_THROWS_AS(Consumer(name), DeviceUnavailable); });
     Consumer ok(name); // all restored
     CHECK(ok.device() == (Device{Device::cuda, 0}));
+}
+
+BIPS_TEST(gpu_another_user_attaches_as_the_pools_mode_allows) {
+    // The allocation's descriptor goes to whoever the pool's mode admits, and to nobody else.
+    if (::geteuid() != 0)
+        return; // switching to another uid needs root
+    for (const mode_t mode : {mode_t{0666}, mode_t{0606}, mode_t{0660}, mode_t{0600}}) {
+        const std::string name = unique_name();
+        Pipe ready, stop;
+        // Each side in a child of its own: CUDA does not survive fork().
+        Child producer = Child::fork([&] {
+            use_fake_driver();
+            PoolOptions o = gpu_options(1, {64});
+            o.mode = mode;
+            Producer prod(name, o);
+            ready.signal();
+            const std::vector<unsigned char> src(64, 42);
+            while (stop.wait(20ms) != '!') {
+                auto b = prod.try_acquire();
+                if (!b)
+                    continue;
+                b->copy_from(src.data(), src.size(), STREAM_NONE);
+                prod.publish(std::move(*b), -1, nullptr, 0, STREAM_NONE);
+            }
+            return 0;
+        });
+        REQUIRE(ready.wait(10s * SLOWDOWN) == '!');
+        Child other = Child::fork([&] {
+            REQUIRE(::setgroups(0, nullptr) == 0 && ::setgid(65534) == 0 && ::setuid(65534) == 0);
+            use_fake_driver();
+            try {
+                Consumer cons(name);
+                Frame f = cons.receive(5s * SLOWDOWN);
+                std::vector<unsigned char> host(f.nbytes());
+                f.copy_to(host.data());
+                return host[0] == 42 ? 1 : 3;
+            } catch (const std::system_error &e) {
+                return e.code().value() == EACCES ? 2 : 4;
+            }
+        });
+        CHECK_EQ(other.wait(20s * SLOWDOWN), (mode & 0006) ? 1 : 2);
+        stop.signal();
+        CHECK_EQ(producer.wait(10s * SLOWDOWN), 0);
+    }
 }
