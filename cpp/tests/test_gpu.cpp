@@ -6,6 +6,7 @@
 
 #include "layout.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <dlfcn.h>
@@ -437,4 +438,28 @@ BIPS_TEST(gpu_another_user_attaches_as_the_pools_mode_allows) {
         stop.signal();
         CHECK_EQ(producer.wait(10s * SLOWDOWN), 0);
     }
+}
+
+BIPS_TEST(gpu_copy_from_with_no_stream_is_done_when_it_returns) {
+    // STREAM_NONE names no stream to publish behind: publish(STREAM_NONE) takes the frame as
+    // complete, so copy_from(STREAM_NONE) must have written it, and be done with the caller's
+    // bytes, when it returns.
+    Fake fake = use_fake_driver();
+    const std::string name = unique_name();
+    Producer prod(name, gpu_options(1, {4096}));
+    Consumer cons(name);
+    void *stream = nullptr;
+    REQUIRE(fake.stream_create(&stream) == 0);
+    REQUIRE(fake.enqueue_sleep(stream, 300000) == 0); // default-stream work waits behind it
+    Buffer b = prod.acquire(2s);
+    {
+        std::vector<unsigned char> src(b.nbytes(), 0x77);
+        b.copy_from(src.data(), src.size(), STREAM_NONE);
+    } // the caller's bytes are gone
+    prod.publish(std::move(b), -1, nullptr, 0, STREAM_NONE);
+    Frame f = cons.receive(2s * SLOWDOWN);
+    // Under the fake, device memory is host memory: what a kernel in another process reads now.
+    const auto *p = reinterpret_cast<const unsigned char *>(f.data());
+    CHECK(std::all_of(p, p + f.nbytes(), [](unsigned char c) { return c == 0x77; }));
+    REQUIRE(fake.stream_destroy(stream) == 0);
 }
