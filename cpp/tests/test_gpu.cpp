@@ -4,6 +4,8 @@
 // mapping. Each test runs in a process of its own (ctest), so it picks the driver it loads.
 #include "support.hpp"
 
+#include "cuda/device_memory.hpp"
+#include "fd_channel.hpp"
 #include "layout.hpp"
 
 #include <algorithm>
@@ -462,4 +464,31 @@ BIPS_TEST(gpu_copy_from_with_no_stream_is_done_when_it_returns) {
     const auto *p = reinterpret_cast<const unsigned char *>(f.data());
     CHECK(std::all_of(p, p + f.nbytes(), [](unsigned char c) { return c == 0x77; }));
     REQUIRE(fake.stream_destroy(stream) == 0);
+}
+
+BIPS_TEST(gpu_served_allocation_smaller_than_the_pool_is_refused) {
+    // Whoever serves the pool's socket (its owner) hands over an allocation too small for the
+    // pool: the consumer maps the size it computed itself, which fails, and keeps nothing.
+    Fake fake = use_fake_driver();
+    const std::string name = unique_name();
+    Producer prod(name, gpu_options(4, {1 << 20})); // 4 MiB
+    const std::vector<unsigned char> header = read_shm_file(name);
+    std::uint64_t instance = 0;
+    std::memcpy(&instance, header.data() + offsetof(detail::PoolHeader, instance_id),
+                sizeof instance);
+    auto small = detail::cuda::DeviceMemory::create(0, 1); // one granule: 2 MiB
+    std::vector<posix::File> fds;
+    fds.push_back(small->export_fd());
+    detail::FdServer liar(shm_path(name) + "@fd",
+                          detail::FdPolicy{::geteuid(), ::getegid(), mode_t{0600}}, instance,
+                          std::move(fds));
+    const auto maps = fake.stats("maps"), allocations = fake.stats("live_allocations");
+    const auto open_fds = std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                                        std::filesystem::directory_iterator{});
+    CHECK_THROWS_AS(Consumer(name), DeviceError);
+    CHECK_EQ(fake.stats("maps"), maps);
+    CHECK_EQ(fake.stats("live_allocations"), allocations);
+    CHECK_EQ(std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                           std::filesystem::directory_iterator{}),
+             open_fds);
 }
