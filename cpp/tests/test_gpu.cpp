@@ -14,7 +14,9 @@
 #include <dlfcn.h>
 #include <filesystem>
 #include <grp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -491,4 +493,46 @@ BIPS_TEST(gpu_served_allocation_smaller_than_the_pool_is_refused) {
     CHECK_EQ(std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
                            std::filesystem::directory_iterator{}),
              open_fds);
+}
+
+BIPS_TEST(gpu_socket_name_squatted_by_another_user_fails_cleanly) {
+    // Another user took the pool's socket name first: the producer cannot replace it (sticky
+    // /dev/shm), says so with EPERM, and leaves no pool files and no GPU memory behind.
+    if (::geteuid() != 0)
+        return; // two other uids need root
+    const std::string name = unique_name();
+    const std::string socket = shm_path(name) + "@fd";
+    Pipe bound, stop;
+    Child squatter = Child::fork([&] {
+        REQUIRE(::setgroups(0, nullptr) == 0 && ::setgid(65534) == 0 && ::setuid(65534) == 0);
+        const int s = ::socket(AF_UNIX, SOCK_SEQPACKET, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::memcpy(a.sun_path, socket.c_str(), socket.size() + 1);
+        REQUIRE(::bind(s, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0);
+        REQUIRE(::listen(s, 1) == 0);
+        bound.signal();
+        stop.wait(20s * SLOWDOWN);
+        ::unlink(socket.c_str());
+        return 0;
+    });
+    REQUIRE(bound.wait(5s * SLOWDOWN) == '!');
+    Child producer = Child::fork([&] {
+        REQUIRE(::setgroups(0, nullptr) == 0 && ::setgid(1000) == 0 && ::setuid(1000) == 0);
+        Fake fake = use_fake_driver();
+        int err = 0;
+        try {
+            Producer prod(name, gpu_options(1, {64}));
+        } catch (const std::system_error &e) {
+            err = e.code().value();
+        }
+        CHECK_EQ(err, EPERM);
+        CHECK(!shm_exists(name));
+        CHECK(::access(ctl_path(name).c_str(), F_OK) != 0);
+        CHECK_EQ(fake.stats("live_allocations"), 0u);
+        return 0;
+    });
+    CHECK_EQ(producer.wait(20s * SLOWDOWN), 0);
+    stop.signal();
+    CHECK_EQ(squatter.wait(5s), 0);
 }
