@@ -228,6 +228,71 @@ with bips.Producer(name, capacity=1, shape=(16,), device="cuda:0") as p:
     assert msg["waited"] > 0.5, msg
 
 
+def test_dlpack_stream_minus_one_does_not_release_before_the_gpu_is_done(pool_name: str, gpu_env):
+    """DLPack's stream=-1 asks the exporter not to synchronise the import; it says nothing of
+    when the importer's kernels are done with the data. Dropping the views then must not give
+    the buffer back at once: the release still waits (on the legacy default stream, which waits
+    for the blocking stream the importer's kernel runs on)."""
+    code = r"""
+name = sys.argv[1]
+with bips.Producer(name, capacity=1, shape=(16,), device="cuda:0") as p:
+    with bips.Consumer(name, timeout=5) as c:
+        buf = p.acquire(timeout=5)
+        fill_now(buf, 1)
+        p.publish(buf, stream=-1)
+        f = c.receive(timeout=5)
+        s = new_stream()
+        cap = f.__dlpack__(stream=-1, max_version=(1, 0))
+        fake.fake_cuda_enqueue_sleep(s, 1000000)      # the importer's kernel reads the frame
+        t0 = time.monotonic()
+        del cap, f
+        time.sleep(0.2)
+        free_early = p.try_acquire() is not None
+        got = p.acquire(timeout=5)
+        emit(free_early=free_early, waited=time.monotonic() - t0)
+        got.discard()
+"""
+    proc = spawn(code, pool_name, env=gpu_env)
+    msg = read_message(proc, timeout=15)
+    rc, _, err = reap(proc, timeout=10)
+    assert rc == 0, err
+    assert not msg["free_early"]
+    assert msg["waited"] > 0.5, msg
+
+
+def test_release_from_another_thread_waits_for_to_host(pool_name: str, gpu_env):
+    """to_host() copies without the GIL; a release() from another thread meanwhile must neither
+    free the frame under it nor give the buffer back to be rewritten before the copy is done."""
+    code = r"""
+import threading
+name = sys.argv[1]
+with bips.Producer(name, capacity=1, shape=(4096,), device="cuda:0") as p:
+    with bips.Consumer(name, timeout=5) as c:
+        b = p.acquire(timeout=5)
+        fill_now(b, 1)
+        p.publish(b, stream=-1)
+        del b
+        f = c.receive(timeout=5)
+        s = new_stream()
+        fake.fake_cuda_enqueue_sleep(s, 500000)       # the copy waits behind this kernel
+        out = {}
+        t = threading.Thread(target=lambda: out.update(host=f.to_host()))
+        t.start()
+        time.sleep(0.1)                               # to_host() waits for its copy
+        f.release(stream=-1)
+        b = p.acquire(timeout=5)
+        fill_now(b, 2)                                # the producer writes the next frame
+        t.join()
+        emit(copied=sorted(set(out["host"].tolist())))
+        b.discard()
+"""
+    proc = spawn(code, pool_name, env=gpu_env)
+    msg = read_message(proc, timeout=15)
+    rc, _, err = reap(proc, timeout=10)
+    assert rc == 0, err
+    assert msg["copied"] == [1]
+
+
 def test_sigkill_consumer_holding_device_frames_returns_buffers(pool_name: str, gpu_env):
     holder = r"""
 name = sys.argv[1]

@@ -15,9 +15,6 @@
 
 namespace bips::detail {
 
-namespace {
-
-// A GPU pool's descriptor socket, if it is one of `owner`'s (a dead producer's). Best effort.
 void unlink_fd_socket(const std::string &name, uid_t owner) noexcept {
     try {
         const std::string path = fd_socket_path_for(name);
@@ -27,6 +24,8 @@ void unlink_fd_socket(const std::string &name, uid_t owner) noexcept {
     } catch (...) {
     }
 }
+
+namespace {
 
 // Unlinks pool `name` (both files) if its pool file `fd` is a bips file, or the remains of
 // one, that no process uses. True if removed.

@@ -17,7 +17,8 @@
 //                            buffer i lies at i x device_stride.
 //
 // So a consumer can delay or disturb delivery through the control file, but it cannot change
-// what other consumers read: pixels, metadata, shapes, seq and timestamps.
+// what other consumers read: pixels, metadata, shapes, seq and timestamps. (Except a GPU pool's
+// pixels: the allocation's descriptor imports read-write for whoever the mode admits.)
 //
 // Ownership of buffer i lives in one 64-bit word, StateWord::state: bit s of the low half says
 // "queued for consumer slot s", bit s of the high half "held by consumer slot s". The producer

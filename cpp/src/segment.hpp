@@ -34,6 +34,9 @@ std::string shm_name_for(const std::string &name);
 std::string ctl_shm_name_for(const std::string &name);
 /// The path of a GPU pool's descriptor socket ("/dev/shm/bips.NAME@fd").
 std::string fd_socket_path_for(const std::string &name);
+/// Removes pool `name`'s descriptor socket if it is a socket of `owner`'s (a dead producer's: the
+/// caller holds the name). Best effort.
+void unlink_fd_socket(const std::string &name, uid_t owner) noexcept;
 
 /// Removes pool `name` if it is a bips pool, or the remains of one, that no live process uses.
 bool remove_if_unused(const std::string &name);

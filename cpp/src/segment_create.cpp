@@ -244,6 +244,10 @@ std::shared_ptr<Segment> Segment::create(const std::string &name, const PoolOpti
     // The name is ours (and locked): any control file under the control name is a dead
     // instance's. Until `ready`, openers see a pool being created.
     struct stat st = posix::fstat_file(f.get(), shm);
+    // So is a descriptor socket under the socket name: a GPU pool's server replaces it; a host
+    // pool has none, and nothing else would ever remove it.
+    if (!device)
+        unlink_fd_socket(name, st.st_uid);
     try {
         if (linked) {
             // Mappings of the unnamed descriptor would show as "/dev/shm/#ino (deleted)" in

@@ -125,6 +125,10 @@ PyObject *frame_exit(PyObject *self, PyObject *const *, Py_ssize_t) {
 PyObject *frame_to_host(PyObject *self, PyObject *) {
     return guarded([&] {
         const FrameKeeper &k = live(self);
+        // Held while the GIL is released: a release() from another thread meanwhile must not
+        // free the frame, nor give its buffer back, under the copy.
+        const auto hold = py::reinterpret_borrow<py::object>(
+            reinterpret_cast<PyObject *>(const_cast<FrameKeeper *>(&k)));
         const FrameObject *f = as_frame(self);
         std::vector<py::ssize_t> shape(f->dims, f->dims + f->ndim);
         py::array out(numpy_dtype(f->dtype), shape);

@@ -178,8 +178,12 @@ PyObject *make_dlpack(const ViewSpec &v, PyObject *const *args, Py_ssize_t nargs
             throw py::buffer_error("stream must be None for CPU tensors");
     } else if (v.frame) {
         // The data is complete already (a GPU frame is published only after the producer's
-        // work); the importer's stream is the one the frame's release must wait for.
-        v.frame->set_stream(dlpack_stream(stream));
+        // work); the importer's stream is the one the frame's release must wait for. -1 only
+        // asks us not to synchronise the import and names no stream: the release waits as it
+        // would have, never giving the buffer back under the importer's kernels.
+        const bips::CudaStream s = dlpack_stream(stream);
+        if (s != bips::STREAM_NONE)
+            v.frame->set_stream(s);
     } else if (stream && stream != Py_None) {
         dlpack_stream(stream); // a producer's own buffer: nothing to order, but check it
     }

@@ -55,8 +55,9 @@ public:
     /// Where data() lives: the pool's device.
     Device device() const noexcept;
     /// Copies `n` host bytes into the buffer: memcpy in a host pool; in a GPU pool an
-    /// asynchronous copy on `stream` (publish on the same stream). Throws InvalidArgument if `n`
-    /// exceeds capacity(), DeviceError if the copy cannot be queued.
+    /// asynchronous copy on `stream` (publish on the same stream; `src` must live until the copy
+    /// has run), or with STREAM_NONE a copy that is done when this returns. Throws
+    /// InvalidArgument if `n` exceeds capacity(), DeviceError if the copy cannot be queued.
     void copy_from(const void *src, std::size_t n, CudaStream stream = nullptr);
     /// Bytes the buffer can hold (the pool's buffer_size).
     std::size_t capacity() const noexcept;

@@ -128,11 +128,17 @@ void copy_to_host(int ordinal, void *dst, const void *device_src, std::size_t n)
 void copy_to_device(int ordinal, void *device_dst, const void *src, std::size_t n,
                     CudaStream stream) {
     ScopedContext ctx(ordinal);
-    if (stream == STREAM_NONE)
+    // No stream to order a publish after: the copy is done (and done with `src`) on return, as
+    // publish(STREAM_NONE) takes the buffer to be.
+    const bool wait = stream == STREAM_NONE;
+    if (wait)
         stream = nullptr;
-    check(driver().cuMemcpyHtoDAsync(reinterpret_cast<CUdeviceptr>(device_dst), src, n,
-                                     static_cast<CUstream>(stream)),
+    const Driver &d = driver();
+    check(d.cuMemcpyHtoDAsync(reinterpret_cast<CUdeviceptr>(device_dst), src, n,
+                              static_cast<CUstream>(stream)),
           "cuMemcpyHtoDAsync");
+    if (wait)
+        check(d.cuStreamSynchronize(nullptr), "cuStreamSynchronize");
 }
 
 } // namespace bips::detail::cuda

@@ -52,7 +52,8 @@ private:
 
 /// Copies `n` bytes from device memory to host memory and waits for it (device `ordinal`).
 void copy_to_host(int ordinal, void *dst, const void *device_src, std::size_t n);
-/// Copies `n` bytes from host memory to device memory in order on `stream`.
+/// Copies `n` bytes from host memory to device memory in order on `stream`; with STREAM_NONE,
+/// on the legacy default stream, waiting for it.
 void copy_to_device(int ordinal, void *device_dst, const void *src, std::size_t n,
                     CudaStream stream);
 

@@ -88,25 +88,30 @@ Loaded load() {
     return l;
 }
 
+// The state below is never destroyed: bips' reaper thread, which nothing joins, tears pools down
+// with it while the process may be exiting.
 const Loaded &loaded() {
-    static const Loaded l = load();
-    return l;
+    static const Loaded *l = new Loaded(load());
+    return *l;
 }
 
-std::mutex g_ctx_mutex;
-std::map<int, CUcontext> g_primary; // retained once per device, for the life of the process
+struct PrimaryContexts {
+    std::mutex mutex;
+    std::map<int, CUcontext> retained; // once per device, for the life of the process
+};
 
 CUcontext primary_context(int ordinal) {
+    static auto *p = new PrimaryContexts();
     const Driver &d = driver();
-    std::lock_guard<std::mutex> lock(g_ctx_mutex);
-    auto it = g_primary.find(ordinal);
-    if (it != g_primary.end())
+    std::lock_guard<std::mutex> lock(p->mutex);
+    auto it = p->retained.find(ordinal);
+    if (it != p->retained.end())
         return it->second;
     CUdevice dev = 0;
     check(d.cuDeviceGet(&dev, ordinal), "cuDeviceGet");
     CUcontext ctx = nullptr;
     check(d.cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain");
-    g_primary.emplace(ordinal, ctx);
+    p->retained.emplace(ordinal, ctx);
     return ctx;
 }
 

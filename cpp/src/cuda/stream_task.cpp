@@ -113,22 +113,25 @@ void run_after_noexcept(CudaStream stream, int ordinal, StreamTask task) noexcep
     std::unique_ptr<StreamTask> t;
     try {
         t = std::make_unique<StreamTask>(std::move(task));
-        if (stream == STREAM_NONE) {
-            t->run();
-            return;
+        if (stream != STREAM_NONE) {
+            ScopedContext ctx(ordinal);
+            if (launch(stream, t) == CUDA_SUCCESS)
+                return;
+            // A stream we cannot queue on: wait for it, or for everything in the context.
+            const Driver &d = driver();
+            if (d.cuStreamSynchronize(static_cast<CUstream>(stream)) != CUDA_SUCCESS)
+                (void)d.cuCtxSynchronize();
         }
-        ScopedContext ctx(ordinal);
-        if (launch(stream, t) == CUDA_SUCCESS)
-            return;
-        // A stream we cannot queue on: wait for it, or for everything in the context.
-        const Driver &d = driver();
-        if (d.cuStreamSynchronize(static_cast<CUstream>(stream)) != CUDA_SUCCESS)
-            (void)d.cuCtxSynchronize();
     } catch (...) {
-        // No driver or no context any more: no GPU work can be reading the memory either.
+        // No driver or no context any more, or CUDA refused us because we run inside a host
+        // function of the caller's: nothing to wait for that we could wait for here.
     }
-    if (t)
+    if (t) {
         t->run();
+        // The caller may be a host function of its own (a frame dropped there), where the last
+        // reference to a pool must not go: unmapping its memory calls CUDA.
+        reaper().drop(std::move(t));
+    }
 }
 
 std::uint64_t pending_tasks() noexcept { return g_pending.load(std::memory_order_relaxed); }

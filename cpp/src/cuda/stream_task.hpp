@@ -29,7 +29,8 @@ struct StreamTask {
 void run_after(CudaStream stream, int ordinal, StreamTask task);
 
 /// As run_after, for paths that cannot fail (a frame's release): if the host function cannot be
-/// queued, waits for the stream (or the whole context), then runs the task. Never throws.
+/// queued, waits for the stream (or the whole context), then runs the task. `keep` goes to the
+/// bips thread then too: the caller may be a host function of the application's. Never throws.
 void run_after_noexcept(CudaStream stream, int ordinal, StreamTask task) noexcept;
 
 /// Host functions queued by this process that have not finished yet (tests, statistics).
