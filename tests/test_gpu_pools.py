@@ -293,6 +293,49 @@ with bips.Producer(name, capacity=1, shape=(4096,), device="cuda:0") as p:
     assert msg["copied"] == [1]
 
 
+def test_stream_objects_that_release_the_frame_meanwhile(pool_name: str, gpu_env):
+    """A stream argument runs Python code (__cuda_stream__): one that releases the frame while
+    bips reads the argument must not leave bips working on a freed frame. A capsule made then
+    is a view like any other: it keeps the buffer until it is gone."""
+    code = r"""
+name = sys.argv[1]
+with bips.Producer(name, capacity=1, shape=(16,), device="cuda:0") as p:
+    with bips.Consumer(name, timeout=5) as c:
+        def frame():
+            b = p.acquire(timeout=5)
+            p.publish(b, stream=-1)
+            return c.receive(timeout=5)
+
+        class Releasing:
+            def __init__(self, f):
+                self.f = f
+            def __cuda_stream__(self):
+                self.f.release(stream=-1)
+                self.f = None
+                # Takes the memory the frame's keeper had, if it was freed (same size class).
+                self.bystander = bytes(255)
+                return (0, 0x4242424242424242)
+
+        f = frame()
+        cap = f.__dlpack__(stream=Releasing(f), max_version=(1, 0))
+        del f
+        time.sleep(0.2)
+        held_by_capsule = p.try_acquire() is None
+        del cap
+        f = frame()                                   # the capsule gave it back
+        releasing = Releasing(f)
+        f.release(stream=releasing)
+        del f
+        frame().release(stream=-1)
+        emit(held_by_capsule=held_by_capsule, bystander_intact=releasing.bystander == bytes(255))
+"""
+    proc = spawn(code, pool_name, env=gpu_env)
+    msg = read_message(proc, timeout=15)
+    rc, _, err = reap(proc, timeout=10)
+    assert rc == 0, err
+    assert msg == {"held_by_capsule": True, "bystander_intact": True}
+
+
 def test_sigkill_consumer_holding_device_frames_returns_buffers(pool_name: str, gpu_env):
     holder = r"""
 name = sys.argv[1]

@@ -97,10 +97,13 @@ PyObject *frame_release(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
         PyObject *a[1];
         try {
             parse_args("release", args, nargs, kw, names, a);
-            if (f->keeper && a[0] && f->device.is_cuda())
-                f->keeper->frame.set_stream(dlpack_stream(a[0]));
-            else if (a[0])
-                dlpack_stream(a[0]); // checked for host frames too
+            if (a[0]) {
+                // Read (and checked, for host frames too) before the keeper is looked at: a
+                // stream object's __cuda_stream__ is Python code, which may release this frame.
+                const bips::CudaStream stream = dlpack_stream(a[0]);
+                if (f->keeper && f->device.is_cuda())
+                    f->keeper->frame.set_stream(stream);
+            }
         } catch (...) {
             set_python_error();
             return nullptr;
