@@ -266,7 +266,7 @@ PyGetSetDef buffer_getset[] = {
     {"device", get_device, nullptr, "Where the buffer lives: \"cpu\" or \"cuda:N\".", nullptr},
     {"__cuda_array_interface__", get_cuda_array_interface, nullptr,
      "The CUDA Array Interface (v3) of a GPU pool's buffer (writable); AttributeError in a "
-     "host pool.",
+     "host pool.\nA borrowed address, valid until publish() or discard().",
      nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 

@@ -267,7 +267,8 @@ PyGetSetDef frame_getset[] = {
     {"meta", get_meta, nullptr, "The metadata published with the frame (bytes).", nullptr},
     {"device", get_device, nullptr, "Where the frame lives: \"cpu\" or \"cuda:N\".", nullptr},
     {"__cuda_array_interface__", get_cuda_array_interface, nullptr,
-     "The CUDA Array Interface (v3, read-only) of a GPU frame; AttributeError for a host frame.",
+     "The CUDA Array Interface (v3, read-only) of a GPU frame; AttributeError for a host frame.\n"
+     "A borrowed address, valid until release() (unlike DLPack views, which hold the buffer).",
      nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 

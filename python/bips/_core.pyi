@@ -320,6 +320,7 @@ class Frame:
     def __cuda_array_interface__(self) -> dict[str, typing.Any]:
         """
         The CUDA Array Interface (v3, read-only) of a GPU frame; AttributeError for a host frame.
+        A borrowed address, valid until release() (unlike DLPack views, which hold the buffer).
         """
     @property
     def dtype(self) -> _numpy.dtype[typing.Any]:
@@ -415,6 +416,7 @@ class Buffer:
     def __cuda_array_interface__(self) -> dict[str, typing.Any]:
         """
         The CUDA Array Interface (v3) of a GPU pool's buffer (writable); AttributeError in a host pool.
+        A borrowed address, valid until publish() or discard().
         """
 class Producer:
     """
